@@ -1,1 +1,45 @@
-// placeholder
+//! `strata bench boot` runs end to end and reports every contender. This
+//! checks the benchmark works, not how fast anything is.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{kvm_available, run, stderr, stdout, strata};
+
+#[test]
+fn bench_boot_reports_strata_and_qemu() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("boot.md");
+    let out = run(strata()
+        .args(["bench", "boot", "--runs", "1", "--markdown"])
+        .arg(&md));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    for row in [
+        "strata",
+        "qemu -M microvm",
+        "qemu -M pc",
+        "qemu -M microvm / strata",
+    ] {
+        assert!(text.contains(row), "{row:?} missing from:\n{text}");
+    }
+    let table = std::fs::read_to_string(&md).unwrap();
+    assert!(table.starts_with("| VMM |"), "{table}");
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.starts_with("| strata |"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn bench_rejects_zero_runs() {
+    let out = run(strata().args(["bench", "boot", "--runs", "0"]));
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}

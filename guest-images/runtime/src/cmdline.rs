@@ -11,6 +11,11 @@ pub fn find<'a>(cmdline: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     })
 }
 
+/// Tells whether `word` appears on its own among the words of `cmdline`.
+pub fn has_word(cmdline: &[u8], word: &[u8]) -> bool {
+    cmdline.split(|&byte| byte == b' ').any(|w| w == word)
+}
+
 /// Parses a decimal number in `0..=255` with no sign and no spaces.
 pub fn parse_u8(digits: &[u8]) -> Option<u8> {
     if digits.is_empty() {

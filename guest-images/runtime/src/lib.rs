@@ -77,6 +77,12 @@ macro_rules! entry {
 /// interrupts disabled.
 pub fn exit(code: u8) -> ! {
     io::outb(DEBUG_EXIT_PORT, code);
+    halt_forever()
+}
+
+/// Stops this CPU for good: interrupts disabled, then `hlt`. Only the VMM
+/// can end the VM after this.
+pub fn halt_forever() -> ! {
     loop {
         // SAFETY: `cli; hlt` stops this (only) CPU; it touches no memory.
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };

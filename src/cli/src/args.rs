@@ -87,12 +87,18 @@ pub struct BenchBootArgs {
 /// followed by `iB` or `B`) scale it. Sizes that are not whole MiB are refused.
 pub fn parse_mib(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
-    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let digits_end = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
     let (number, suffix) = trimmed.split_at(digits_end);
     let number: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a size: write MiB as a number, e.g. 128 or 2G"))?;
-    let kib_per_unit: u64 = match suffix.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let kib_per_unit: u64 = match suffix
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" | "M" => 1024,
         "G" => 1024 * 1024,
         "K" => 1,
@@ -127,8 +133,16 @@ mod tests {
         assert!(parse_mib("lots").unwrap_err().contains("not a size"));
         assert!(parse_mib("12T").unwrap_err().contains("unknown unit"));
         assert!(parse_mib("1000K").unwrap_err().contains("whole number"));
-        assert!(parse_mib("99999999999999999999").unwrap_err().contains("not a size"));
-        assert!(parse_mib("18446744073709551615G").unwrap_err().contains("too large"));
+        assert!(
+            parse_mib("99999999999999999999")
+                .unwrap_err()
+                .contains("not a size")
+        );
+        assert!(
+            parse_mib("18446744073709551615G")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

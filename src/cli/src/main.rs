@@ -20,7 +20,9 @@ fn main() -> ExitCode {
     let main_start_ns = strata_vmm::vcpu::monotonic_ns();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
         Err(e) => {
             eprintln!("strata: error: {}", first_line_of(&e));
             return ExitCode::from(STATUS_STRATA_FAILED);

@@ -128,7 +128,13 @@ mod tests {
     fn serial_destinations() {
         assert_eq!(serial_output("stdout"), SerialOutput::Stdout);
         assert_eq!(serial_output("none"), SerialOutput::Null);
-        assert_eq!(serial_output("guest.log"), SerialOutput::File(PathBuf::from("guest.log")));
-        assert_eq!(serial_output("./stdout"), SerialOutput::File(PathBuf::from("./stdout")));
+        assert_eq!(
+            serial_output("guest.log"),
+            SerialOutput::File(PathBuf::from("guest.log"))
+        );
+        assert_eq!(
+            serial_output("./stdout"),
+            SerialOutput::File(PathBuf::from("./stdout"))
+        );
     }
 }

@@ -24,8 +24,7 @@
 //! | `triple-fault` | `triple-fault: loading an empty IDT and raising #UD` | triple-faults (VM shutdown)       |
 //! | `popcnt`       | `popcnt: executing popcnt` / `popcnt: survived`      | exits 0 (if `popcnt` could run)   |
 //!
-//! Exit codes go to the `isa-debug-exit` port
-//! ([`strata_guest_abi::DEBUG_EXIT_PORT`](https://docs.rs/strata-guest-abi));
+//! Exit codes go to the `isa-debug-exit` port (`strata_guest_abi::DEBUG_EXIT_PORT`);
 //! a panicking guest prints `panic: <file>:<line>` and exits with 101, a guest
 //! given bad PVH boot information exits with 102.
 //!

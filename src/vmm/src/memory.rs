@@ -152,29 +152,17 @@ impl GuestRam {
 
     /// Bytes of guest RAM that are resident, i.e. that the guest (or a loader)
     /// has touched. Used to separate the VMM's own overhead from guest memory.
+    ///
+    /// A memfd allocates a page on first touch, so its allocated size is the
+    /// resident guest memory: one `fstat` per region, whatever the RAM size.
     pub fn resident_bytes(&self) -> u64 {
-        self.memory.iter().map(resident_in).sum()
+        self.memory
+            .iter()
+            .filter_map(|region| region.file_offset())
+            .filter_map(|file| file.file().metadata().ok())
+            .map(|meta| std::os::unix::fs::MetadataExt::blocks(&meta) * 512)
+            .sum()
     }
-}
-
-fn resident_in(region: &GuestRegionMmap) -> u64 {
-    let page = page_size();
-    let len = region.len() as usize;
-    let pages = len.div_ceil(page);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: the range is one live mapping of `len` bytes owned by `region`, and
-    // `vec` has one byte per page of it, as mincore(2) requires.
-    let rc = unsafe { libc::mincore(region.as_ptr().cast(), len, vec.as_mut_ptr()) };
-    if rc != 0 {
-        return 0;
-    }
-    vec.iter().filter(|b| **b & 1 != 0).count() as u64 * page as u64
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).unwrap_or(4096)
 }
 
 fn create_memfd(name: &'static str) -> Result<File, GuestMemoryError> {
@@ -216,6 +204,6 @@ mod tests {
         ram.memory()
             .write_obj(0xcdu8, GuestAddress(0x20_0000))
             .unwrap();
-        assert_eq!(ram.resident_bytes(), 2 * page_size() as u64);
+        assert_eq!(ram.resident_bytes(), 2 * 4096);
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! Exits with 0, or with `N` if the command line has a word `exit=N`
 //! (decimal, 0..=255). An invalid `N` is reported on a third line and
-//! ignored.
+//! ignored. With the word `wait` it instead prints `hello: waiting` and
+//! halts with interrupts disabled until the VMM is stopped (used to test
+//! Ctrl-C and SIGTERM handling).
 #![no_std]
 #![no_main]
 
@@ -22,6 +24,11 @@ fn main(cmdline: &[u8]) -> u8 {
     serial::write_str("cmdline: ");
     serial::write_bytes(cmdline);
     serial::write_str("\n");
+
+    if cmdline::has_word(cmdline, b"wait") {
+        serial::write_str("hello: waiting\n");
+        strata_guest_rt::halt_forever();
+    }
 
     match cmdline::find(cmdline, b"exit") {
         None => 0,

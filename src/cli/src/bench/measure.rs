@@ -33,9 +33,16 @@ pub struct Sample {
 
 /// Starts `contender` once and measures it.
 pub fn measure(contender: &mut Contender) -> Result<Sample, String> {
-    contender.command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    contender
+        .command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let spawned_ns = monotonic_ns();
-    let mut child = contender.command.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let mut child = contender
+        .command
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
     let pid = child.id() as libc::pid_t;
     let done = Arc::new(AtomicBool::new(false));
     let watchdog = {
@@ -56,10 +63,14 @@ pub fn measure(contender: &mut Contender) -> Result<Sample, String> {
     let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
     let mut output = Vec::new();
     let mut first = [0u8; 1];
-    let got_first = stdout.read(&mut first).map_err(|e| format!("reading output: {e}"))?;
+    let got_first = stdout
+        .read(&mut first)
+        .map_err(|e| format!("reading output: {e}"))?;
     let first_byte_ns = monotonic_ns().saturating_sub(spawned_ns);
     output.extend_from_slice(&first[..got_first]);
-    stdout.read_to_end(&mut output).map_err(|e| format!("reading output: {e}"))?;
+    stdout
+        .read_to_end(&mut output)
+        .map_err(|e| format!("reading output: {e}"))?;
     let mut stderr_text = String::new();
     if let Some(mut stderr) = child.stderr.take() {
         let _ = stderr.read_to_string(&mut stderr_text);
@@ -91,7 +102,9 @@ pub fn measure(contender: &mut Contender) -> Result<Sample, String> {
         let json = std::fs::read_to_string(path).map_err(|e| format!("no metrics file: {e}"))?;
         let metrics: RunMetrics =
             serde_json::from_str(&json).map_err(|e| format!("bad metrics file: {e}"))?;
-        sample.first_io_ns = metrics.first_guest_io_ns.map(|ns| ns.saturating_sub(spawned_ns));
+        sample.first_io_ns = metrics
+            .first_guest_io_ns
+            .map(|ns| ns.saturating_sub(spawned_ns));
         sample.guest_resident_bytes = Some(metrics.guest_resident_bytes);
     }
     Ok(sample)

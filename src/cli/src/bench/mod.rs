@@ -40,46 +40,83 @@ fn strata_contender(image: &Path, dir: &Path) -> Result<Contender, Failure> {
         .arg(image)
         .args(["--memory", "128", "--serial", "stdout", "--metrics-file"])
         .arg(&metrics);
-    Ok(Contender { name: "strata", command, expected_status: 0, metrics_file: Some(metrics) })
+    Ok(Contender {
+        name: "strata",
+        command,
+        expected_status: 0,
+        metrics_file: Some(metrics),
+    })
 }
 
-fn qemu_contender(qemu: &Path, machine: &'static str, name: &'static str, image: &Path) -> Contender {
+fn qemu_contender(
+    qemu: &Path,
+    machine: &'static str,
+    name: &'static str,
+    image: &Path,
+) -> Contender {
     let mut command = Command::new(qemu);
     command
-        .args(["-M", machine, "-accel", "kvm", "-cpu", "host", "-m", "128"])
-        .args(["-nodefaults", "-no-user-config", "-no-reboot", "-display", "none"])
-        .args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
+        .args(["-M", machine, "-accel", "kvm", "-m", "128"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-display",
+            "none",
+        ])
+        .args([
+            "-serial",
+            "stdio",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+        ])
         .arg("-kernel")
         .arg(image);
-    Contender { name, command, expected_status: qemu_exit_status(0), metrics_file: None }
+    Contender {
+        name,
+        command,
+        expected_status: qemu_exit_status(0),
+        metrics_file: None,
+    }
 }
 
 fn qemu_available(qemu: &Path) -> bool {
-    Command::new(qemu).arg("--version").output().is_ok_and(|out| out.status.success())
+    Command::new(qemu)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 /// Runs the benchmark and prints (and optionally writes) the report.
 pub fn boot(args: &BenchBootArgs) -> Result<ExitStatus, Failure> {
-    let dir = tempfile::tempdir().map_err(|e| Failure(format!("cannot create a temporary directory: {e}")))?;
+    let dir = tempfile::tempdir()
+        .map_err(|e| Failure(format!("cannot create a temporary directory: {e}")))?;
     let image = dir.path().join("hello.elf");
     std::fs::write(&image, strata_guest_images::HELLO_ELF)
         .map_err(|e| Failure(format!("cannot write {}: {e}", image.display())))?;
 
     let mut contenders = vec![strata_contender(&image, dir.path())?];
     let qemu_note = if qemu_available(&args.qemu) {
-        contenders.push(qemu_contender(&args.qemu, "microvm", "qemu -M microvm", &image));
+        contenders.push(qemu_contender(
+            &args.qemu,
+            "microvm",
+            "qemu -M microvm",
+            &image,
+        ));
         contenders.push(qemu_contender(&args.qemu, "pc", "qemu -M pc", &image));
         None
     } else {
-        Some(format!("{} not found: QEMU was not measured", args.qemu.display()))
+        Some(format!(
+            "{} not found: QEMU was not measured",
+            args.qemu.display()
+        ))
     };
 
     let mut samples: Vec<Vec<Sample>> = contenders.iter().map(|_| Vec::new()).collect();
     for round in 0..args.runs {
         for (contender, results) in contenders.iter_mut().zip(samples.iter_mut()) {
-            let sample = measure(contender).map_err(|e| {
-                Failure(format!("round {}: {}: {e}", round + 1, contender.name))
-            })?;
+            let sample = measure(contender)
+                .map_err(|e| Failure(format!("round {}: {}: {e}", round + 1, contender.name)))?;
             results.push(sample);
         }
     }

@@ -26,7 +26,11 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    if values.len() % 2 == 0 { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] }
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
 }
 
 const NS_PER_MS: f64 = 1e6;
@@ -34,17 +38,30 @@ const BYTES_PER_MIB: f64 = 1024.0 * 1024.0;
 
 impl Report {
     /// Summarises `samples[i]`, the samples of `contenders[i]`.
-    pub fn new(contenders: &[Contender], samples: &[Vec<Sample>], runs: u32, note: Option<String>) -> Self {
+    pub fn new(
+        contenders: &[Contender],
+        samples: &[Vec<Sample>],
+        runs: u32,
+        note: Option<String>,
+    ) -> Self {
         let rows = contenders
             .iter()
             .zip(samples)
             .map(|(c, s)| {
-                let ms = |f: fn(&Sample) -> u64| median(s.iter().map(|x| f(x) as f64 / NS_PER_MS).collect());
-                let first_io: Vec<f64> =
-                    s.iter().filter_map(|x| x.first_io_ns).map(|ns| ns as f64 / NS_PER_MS).collect();
+                let ms = |f: fn(&Sample) -> u64| {
+                    median(s.iter().map(|x| f(x) as f64 / NS_PER_MS).collect())
+                };
+                let first_io: Vec<f64> = s
+                    .iter()
+                    .filter_map(|x| x.first_io_ns)
+                    .map(|ns| ns as f64 / NS_PER_MS)
+                    .collect();
                 let overhead: Vec<f64> = s
                     .iter()
-                    .filter_map(|x| x.guest_resident_bytes.map(|g| x.peak_rss_bytes.saturating_sub(g)))
+                    .filter_map(|x| {
+                        x.guest_resident_bytes
+                            .map(|g| x.peak_rss_bytes.saturating_sub(g))
+                    })
                     .map(|b| b as f64 / BYTES_PER_MIB)
                     .collect();
                 Row {
@@ -52,7 +69,11 @@ impl Report {
                     first_io_ms: (!first_io.is_empty()).then(|| median(first_io)),
                     first_byte_ms: ms(|x| x.first_byte_ns),
                     exit_ms: ms(|x| x.exit_ns),
-                    peak_rss_mib: median(s.iter().map(|x| x.peak_rss_bytes as f64 / BYTES_PER_MIB).collect()),
+                    peak_rss_mib: median(
+                        s.iter()
+                            .map(|x| x.peak_rss_bytes as f64 / BYTES_PER_MIB)
+                            .collect(),
+                    ),
                     overhead_mib: (!overhead.is_empty()).then(|| median(overhead)),
                 }
             })
@@ -61,7 +82,8 @@ impl Report {
     }
 
     fn cells(&self) -> Vec<[String; 6]> {
-        let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.2} {unit}"));
+        let opt =
+            |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.2} {unit}"));
         self.rows
             .iter()
             .map(|r| {
@@ -78,7 +100,9 @@ impl Report {
     }
 
     fn ratios(&self) -> Vec<String> {
-        let Some(strata) = self.rows.first() else { return Vec::new() };
+        let Some(strata) = self.rows.first() else {
+            return Vec::new();
+        };
         self.rows
             .iter()
             .skip(1)
@@ -94,17 +118,34 @@ impl Report {
             .collect()
     }
 
-    const HEADERS: [&'static str; 6] =
-        ["VMM", "to first guest I/O", "to first serial byte", "to exit", "peak RSS", "VMM overhead"];
+    const HEADERS: [&'static str; 6] = [
+        "VMM",
+        "to first guest I/O",
+        "to first serial byte",
+        "to exit",
+        "peak RSS",
+        "VMM overhead",
+    ];
 
     /// A plain-text table for the terminal.
     pub fn text(&self) -> String {
         let cells = self.cells();
         let widths: Vec<usize> = (0..6)
-            .map(|i| cells.iter().map(|c| c[i].len()).chain([Self::HEADERS[i].len()]).max().unwrap_or(0))
+            .map(|i| {
+                cells
+                    .iter()
+                    .map(|c| c[i].len())
+                    .chain([Self::HEADERS[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let line = |cols: [&str; 6]| {
-            let padded: Vec<String> = cols.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let padded: Vec<String> = cols
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
             padded.join("  ").trim_end().to_string() + "\n"
         };
         let mut out = format!("hello boot, median of {} interleaved rounds\n", self.runs);
