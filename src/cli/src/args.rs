@@ -17,6 +17,8 @@ pub enum Command {
     /// Boot a guest on KVM and run it until it exits.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
+    /// Manage layered disk images on storage tiers.
+    Image(crate::image::ImageArgs),
     /// Measure Strata against QEMU.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -83,6 +85,34 @@ pub struct BenchBootArgs {
     pub markdown: Option<PathBuf>,
 }
 
+/// Parses a size in bytes: a plain number is bytes; `K`, `M`, `G`, `T`
+/// (optionally followed by `iB` or `B`) are powers of 1024.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let digits_end = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, suffix) = trimmed.split_at(digits_end);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: write e.g. 4096, 64K, 10G"))?;
+    let shift = match suffix
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("`{text}` has an unknown unit: use K, M, G or T")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
 /// Parses a size in MiB: a plain number is MiB; `K`/`M`/`G` (optionally
 /// followed by `iB` or `B`) scale it. Sizes that are not whole MiB are refused.
 pub fn parse_mib(text: &str) -> Result<u64, String> {
@@ -143,6 +173,17 @@ mod tests {
                 .unwrap_err()
                 .contains("too large")
         );
+    }
+
+    #[test]
+    fn byte_sizes_parse() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64K"), Ok(65536));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2T"), Ok(2 << 40));
+        assert!(parse_bytes("x").is_err());
+        assert!(parse_bytes("1P").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
     }
 
     #[test]

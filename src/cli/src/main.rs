@@ -6,6 +6,7 @@
 mod args;
 mod bench;
 mod exit;
+mod image;
 mod run;
 
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Run(args) => run::run(args, main_start_ns),
+        Command::Image(args) => image::run(args),
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(args),
     };
     match result {

@@ -1,0 +1,268 @@
+//! The requests both engines run, and running them on a Strata image.
+//!
+//! `qemu-img bench` can only step: request `i` is at `i * step mod size`.
+//! So "random" offsets here are that same Weyl sequence, with a step near
+//! `size / φ` and coprime to the number of 4 KiB units, which spreads the
+//! requests evenly over the disk and visits no unit twice before all have
+//! been visited. Strata runs exactly the offsets `qemu-img` runs.
+//!
+//! Queue depth on the Strata side is that many threads taking the next
+//! request from a shared counter: reads share the `&Image`; writes take
+//! turns on a `Mutex<&mut Image>`, because `Image::write_at` needs `&mut`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use strata_storage::{Image, ImageIoError};
+
+/// Small requests.
+pub const SMALL_REQUEST: usize = 4 << 10;
+/// Sequential-read requests.
+pub const LARGE_REQUEST: usize = 128 << 10;
+
+/// What one measurement does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// 4 KiB reads at scattered offsets.
+    RandRead,
+    /// 128 KiB reads, one pass from offset 0.
+    SeqRead,
+    /// 4 KiB writes, each into a block the (fresh, empty) top layer does
+    /// not hold yet: every request is a copy-up.
+    FirstWrite,
+    /// The same 4 KiB writes again: now in place.
+    Rewrite,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    pub const ALL: [Workload; 4] = [
+        Workload::RandRead,
+        Workload::SeqRead,
+        Workload::FirstWrite,
+        Workload::Rewrite,
+    ];
+
+    /// Name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::RandRead => "rand-read 4K",
+            Workload::SeqRead => "seq-read 128K",
+            Workload::FirstWrite => "first-write 4K",
+            Workload::Rewrite => "rewrite 4K",
+        }
+    }
+
+    /// Whether it writes.
+    pub fn is_write(self) -> bool {
+        matches!(self, Workload::FirstWrite | Workload::Rewrite)
+    }
+}
+
+/// A run of same-sized requests at `i * step mod disk_size`, `i < count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requests {
+    /// Number of requests.
+    pub count: u64,
+    /// Bytes per request.
+    pub len: usize,
+    /// Distance between consecutive requests, in bytes.
+    pub step: u64,
+    /// The disk size, where offsets wrap.
+    pub disk_size: u64,
+}
+
+impl Requests {
+    /// Offset of request `i`, as `qemu-img bench` computes it.
+    pub fn offset(&self, i: u64) -> u64 {
+        (u128::from(i) * u128::from(self.step) % u128::from(self.disk_size)) as u64
+    }
+
+    /// Bytes moved by the whole run.
+    pub fn bytes(&self) -> u64 {
+        self.count * self.len as u64
+    }
+}
+
+/// One sequential pass over the disk in `len`-byte requests.
+pub fn sequential(disk_size: u64, len: usize) -> Requests {
+    Requests { count: disk_size / len as u64, len, step: len as u64, disk_size }
+}
+
+/// Up to `wanted` scattered `len`-byte requests, no two in the same
+/// `cluster`-byte block (pass `cluster == len` when blocks do not matter).
+/// Fewer are returned when no step near `size / φ` keeps that many apart.
+pub fn scattered(disk_size: u64, len: usize, cluster: u64, wanted: u64) -> Requests {
+    let unit = len as u64;
+    let units = disk_size / unit;
+    let mut count = wanted.min(disk_size / cluster).max(1);
+    loop {
+        if let Some(step_units) = scattered_step(units, cluster / unit, count) {
+            return Requests { count, len, step: step_units * unit, disk_size };
+        }
+        if count == 1 {
+            return Requests { count, len, step: unit, disk_size };
+        }
+        count /= 2;
+    }
+}
+
+/// How many steps either side of `units / φ` are tried.
+const STEP_SEARCH: u64 = 512;
+
+/// A step (in units) coprime to `units`, as near `units / φ` as possible,
+/// whose first `count` positions lie in distinct groups of `per_cluster`
+/// units.
+fn scattered_step(units: u64, per_cluster: u64, count: u64) -> Option<u64> {
+    const INV_PHI: f64 = 0.618_033_988_749_895;
+    let ideal = (units as f64 * INV_PHI).round() as u64;
+    let clusters = units.div_ceil(per_cluster.max(1)) as usize;
+    let mut seen = vec![false; clusters];
+    let candidates = (0..=STEP_SEARCH).flat_map(|d| [ideal + d, ideal.wrapping_sub(d)]);
+    for step in candidates {
+        if step == 0 || step >= units || gcd(step, units) != 1 {
+            continue;
+        }
+        seen.fill(false);
+        let mut position = 0u64;
+        let spread = (0..count).all(|_| {
+            let cluster = (position / per_cluster.max(1)) as usize;
+            position = (position + step) % units;
+            !std::mem::replace(&mut seen[cluster], true)
+        });
+        if spread {
+            return Some(step);
+        }
+    }
+    (units == 1).then_some(1)
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Reads `requests` from `image` with `queue_depth` threads; returns the
+/// time from the first request to the last completion.
+pub fn read(image: &Image, requests: &Requests, queue_depth: u32) -> Result<Duration, ImageIoError> {
+    drive(requests, queue_depth, 0, |offset, buf| image.read_at(offset, buf))
+}
+
+/// Writes `requests` of bytes `fill` to `image` with `queue_depth` threads
+/// taking turns on the image.
+pub fn write(
+    image: &mut Image,
+    requests: &Requests,
+    queue_depth: u32,
+    fill: u8,
+) -> Result<Duration, ImageIoError> {
+    let image = Mutex::new(image);
+    drive(requests, queue_depth, fill, |offset, buf| {
+        image
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_at(offset, buf)
+    })
+}
+
+/// Runs `io` on every request from `queue_depth` threads at once.
+fn drive<F>(requests: &Requests, queue_depth: u32, fill: u8, io: F) -> Result<Duration, ImageIoError>
+where
+    F: Fn(u64, &mut [u8]) -> Result<(), ImageIoError> + Sync,
+{
+    let next = AtomicU64::new(0);
+    let threads = queue_depth.max(1) as usize;
+    // Workers and this thread start together, so spawning is not timed.
+    let start_line = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut buf = vec![fill; requests.len];
+                    start_line.wait();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= requests.count {
+                            return Ok(());
+                        }
+                        if let Err(e) = io(requests.offset(i), &mut buf) {
+                            next.store(u64::MAX / 2, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        start_line.wait();
+        let started = Instant::now();
+        let mut outcome = Ok(());
+        for worker in workers {
+            match worker.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    if outcome.is_ok() {
+                        outcome = Err(e);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        outcome.map(|()| started.elapsed())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn offsets_wrap_like_qemu_img_bench() {
+        // Observed with `qemu-img bench -w -c 5 -S 41480192` on a 64 MiB disk:
+        // the clusters written were 0, 632, 241, 874 and 483.
+        let r = Requests { count: 5, len: 4096, step: 4096 * 10127, disk_size: 64 * MIB };
+        let clusters: Vec<u64> = (0..5).map(|i| r.offset(i) / 65536).collect();
+        assert_eq!(clusters, [0, 632, 241, 874, 483]);
+    }
+
+    #[test]
+    fn scattered_reads_visit_distinct_aligned_units() {
+        let r = scattered(256 * MIB, SMALL_REQUEST, 4096, 20_000);
+        assert_eq!(r.count, 20_000);
+        let offsets: HashSet<u64> = (0..r.count).map(|i| r.offset(i)).collect();
+        assert_eq!(offsets.len(), 20_000);
+        assert!(offsets.iter().all(|o| o % 4096 == 0 && o + 4096 <= 256 * MIB));
+    }
+
+    #[test]
+    fn scattered_writes_hit_distinct_clusters() {
+        for (size, cluster, wanted) in [(256 * MIB, 64 << 10, 1024), (256 * MIB, 256 << 10, 512), (16 * MIB, 64 << 10, 64)] {
+            let r = scattered(size, SMALL_REQUEST, cluster, wanted);
+            assert!(r.count >= wanted / 4, "only {} of {wanted}", r.count);
+            let clusters: HashSet<u64> = (0..r.count).map(|i| r.offset(i) / cluster).collect();
+            assert_eq!(clusters.len() as u64, r.count);
+        }
+    }
+
+    #[test]
+    fn scattered_works_for_sizes_that_are_not_powers_of_two() {
+        let r = scattered(100 * MIB, SMALL_REQUEST, 4096, 1000);
+        assert_eq!(gcd(r.step / 4096, 100 * MIB / 4096), 1);
+        let r = scattered(MIB, SMALL_REQUEST, MIB, 10);
+        assert_eq!(r.count, 1);
+    }
+
+    #[test]
+    fn sequential_is_one_pass() {
+        let r = sequential(16 * MIB, LARGE_REQUEST);
+        assert_eq!(r.count, 128);
+        assert_eq!(r.offset(127), 16 * MIB - LARGE_REQUEST as u64);
+        assert_eq!(r.bytes(), 16 * MIB);
+    }
+}
