@@ -65,6 +65,7 @@ pub struct StoreArgs {
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
     /// Create an image: empty, or a copy-on-write layer over another image or a raw file.
+    #[command(after_help = "Examples:\n  strata image create web1 --from golden\n  strata image create scratch --size 10G\n  strata image create web2 --raw /srv/images/debian-12.raw")]
     Create {
         /// Name of the new image.
         name: String,
@@ -82,6 +83,7 @@ enum ImageCommand {
         block_size: u64,
     },
     /// Freeze an image's top layer and continue writing in a new one.
+    #[command(after_help = "Examples:\n  strata image snapshot web1\n  strata image snapshot web1 --as web1-before-upgrade")]
     Snapshot {
         /// The image.
         name: String,
@@ -90,6 +92,7 @@ enum ImageCommand {
         as_name: Option<String>,
     },
     /// Show an image's chain: layers, tiers, bytes.
+    #[command(after_help = "Examples:\n  strata image info web1\n  strata image info web1 --json")]
     Info {
         /// The image.
         name: String,
@@ -98,12 +101,14 @@ enum ImageCommand {
         json: bool,
     },
     /// List the images in the catalogue.
+    #[command(after_help = "Examples:\n  strata image list --json")]
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Verify an image's headers, tables, checksums and links (non-zero exit if broken).
+    #[command(after_help = "Examples:\n  strata image check web1 || echo damaged")]
     Check {
         /// The image.
         name: String,
@@ -112,6 +117,7 @@ enum ImageCommand {
         json: bool,
     },
     /// Show which blocks differ between two images or snapshots.
+    #[command(after_help = "Examples:\n  strata image diff web1 web1-before-upgrade\n  strata image diff web1 web2 --json")]
     Diff {
         /// First image.
         a: String,
@@ -122,11 +128,13 @@ enum ImageCommand {
         json: bool,
     },
     /// Merge an image's top layer into its parent.
+    #[command(after_help = "Examples:\n  strata image commit web1")]
     Commit {
         /// The image.
         name: String,
     },
     /// Write an image to a new raw file.
+    #[command(after_help = "Examples:\n  strata image export web1 web1.raw")]
     Export {
         /// The image.
         name: String,
@@ -134,6 +142,7 @@ enum ImageCommand {
         file: PathBuf,
     },
     /// Import a raw or qcow2 file as a frozen base image.
+    #[command(after_help = "Examples:\n  strata image import golden debian-12.qcow2\n  strata image import golden disk.img --format raw --block-size 128K")]
     Import {
         /// Name of the new image.
         name: String,
@@ -148,6 +157,7 @@ enum ImageCommand {
     },
     /// Move an image to another tier: snapshot, copy, then only the difference.
     #[command(visible_alias = "migrate")]
+    #[command(after_help = "Examples:\n  strata image copy web1 --to-tier capacity\n  strata image migrate web1 --to-tier fast --json")]
     Copy {
         /// The image.
         name: String,
@@ -159,6 +169,7 @@ enum ImageCommand {
         json: bool,
     },
     /// Remove an image and the layers no other image uses.
+    #[command(after_help = "Examples:\n  strata image rm web1")]
     Rm {
         /// The image.
         name: String,
