@@ -120,7 +120,7 @@ fn bad_flag_values_are_one_line_each() {
         (&["run", "--cpus", "0"], &["--cpus must be at least 1"]),
         (&["run", "--cpus", "many"], &["many", "--cpus"]),
         (&["run", "--memory", "lots"], &["lots", "not a size"]),
-        (&["run", "--memory", "12T"], &["unknown unit"]),
+        (&["run", "--memory", "12P"], &["unknown unit"]),
         (
             &["run", "--no-such-flag"],
             &["--no-such-flag", "strata --help"],
