@@ -5,4 +5,8 @@
 //! data is untrusted: every length, sector and flag is checked before any
 //! byte of an image is touched.
 
+pub mod backend;
+pub mod config;
+pub mod disk;
+pub mod exec;
 pub mod request;

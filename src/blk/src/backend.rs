@@ -1,0 +1,230 @@
+//! The `VhostUserBackend` implementation: one worker thread per queue.
+//!
+//! Each queue is served by its own thread (the daemon's epoll handler), and
+//! shares nothing with the others on the I/O path but the [`Disk`], whose
+//! implementations do not serialise queues. With EVENT_IDX the worker
+//! re-checks the ring after re-enabling notifications, so no request that
+//! arrives meanwhile is missed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_queue::QueueT;
+use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+
+use crate::config::{CONFIG_LEN, DiskConfig, config_space, device_features, read_config};
+use crate::disk::Disk;
+use crate::exec::execute;
+use crate::request::{Descriptor, Rejection, parse};
+
+/// Offset of the `wce` byte in the configuration space.
+const WCE_OFFSET: u32 = 32;
+
+struct Shared {
+    disk: Arc<dyn Disk>,
+    config: DiskConfig,
+    serial: Vec<u8>,
+    queue_size: u16,
+    event_idx: AtomicBool,
+    writeback: AtomicBool,
+    memory: RwLock<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
+    exits: Vec<(EventConsumer, EventNotifier)>,
+}
+
+/// A vhost-user-blk backend serving one disk.
+#[derive(Clone)]
+pub struct BlkBackend(Arc<Shared>);
+
+impl BlkBackend {
+    /// A backend for `disk` described by `config`, with `queue_size`
+    /// descriptors per queue and `serial` as its GET_ID answer.
+    pub fn new(
+        disk: Arc<dyn Disk>,
+        config: DiskConfig,
+        queue_size: u16,
+        serial: &str,
+    ) -> std::io::Result<Self> {
+        let exits = (0..config.num_queues)
+            .map(|_| new_event_consumer_and_notifier(EventFlag::NONBLOCK))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self(Arc::new(Shared {
+            disk,
+            writeback: AtomicBool::new(config.writeback),
+            config,
+            serial: serial.as_bytes().to_vec(),
+            queue_size,
+            event_idx: AtomicBool::new(false),
+            memory: RwLock::new(None),
+            exits,
+        })))
+    }
+
+    /// Asks every worker thread to finish.
+    pub fn stop_workers(&self) {
+        for (_, notifier) in &self.0.exits {
+            let _ = notifier.notify();
+        }
+    }
+
+    fn process_queue(&self, vring: &VringRwLock) -> std::io::Result<()> {
+        let Some(atomic) = self
+            .0
+            .memory
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        else {
+            return Ok(());
+        };
+        let mem = atomic.memory();
+        let event_idx = self.0.event_idx.load(Ordering::Relaxed);
+        let limits = self.0.config.limits;
+        loop {
+            if event_idx {
+                vring
+                    .disable_notification()
+                    .map_err(std::io::Error::other)?;
+            }
+            loop {
+                let chain = vring
+                    .get_mut()
+                    .get_queue_mut()
+                    .pop_descriptor_chain(mem.clone());
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let descriptors: Vec<Descriptor> = chain
+                    .map(|d| Descriptor {
+                        addr: d.addr(),
+                        len: d.len(),
+                        writable: d.is_write_only(),
+                    })
+                    .collect();
+                let used = match parse(&*mem, descriptors, &limits) {
+                    Ok(request) => {
+                        let done = execute(&*mem, &request, self.0.disk.as_ref(), &self.0.serial);
+                        if !self.0.writeback.load(Ordering::Relaxed)
+                            && matches!(request.operation, crate::request::Operation::Write { .. })
+                            && let Err(e) = self.0.disk.flush()
+                        {
+                            log::warn!("write-through flush failed: {e}");
+                        }
+                        done.written
+                    }
+                    Err(Rejection::Status {
+                        status,
+                        code,
+                        reason,
+                    }) => {
+                        log::warn!("rejected virtio-blk request: {reason}");
+                        let _ = mem.write_obj(code, status);
+                        1
+                    }
+                    Err(Rejection::Drop(reason)) => {
+                        log::warn!("dropped virtio-blk request: {reason}");
+                        0
+                    }
+                };
+                vring.add_used(head, used).map_err(std::io::Error::other)?;
+                if !event_idx || vring.needs_notification().map_err(std::io::Error::other)? {
+                    vring.signal_used_queue()?;
+                }
+            }
+            if !event_idx || !vring.enable_notification().map_err(std::io::Error::other)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl VhostUserBackend for BlkBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        usize::from(self.0.config.num_queues)
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(self.0.queue_size)
+    }
+
+    fn features(&self) -> u64 {
+        device_features(&self.0.config) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.0.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let mut space = config_space(&self.0.config);
+        space[WCE_OFFSET as usize] = u8::from(self.0.writeback.load(Ordering::Relaxed));
+        read_config(&space, offset, size)
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> std::io::Result<()> {
+        // Only the write-cache byte is writable.
+        if offset == WCE_OFFSET && buf.len() == 1 {
+            self.0.writeback.store(buf[0] != 0, Ordering::Relaxed);
+            return Ok(());
+        }
+        if (offset as usize) < CONFIG_LEN {
+            log::warn!(
+                "driver wrote {} bytes at config offset {offset}; ignored",
+                buf.len()
+            );
+        }
+        Ok(())
+    }
+
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
+        *self
+            .0
+            .memory
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(mem);
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.0.config.num_queues).map(|q| 1u64 << q).collect()
+    }
+
+    fn exit_event(&self, thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        let (consumer, notifier) = self.0.exits.get(thread_index)?;
+        Some((consumer.try_clone().ok()?, notifier.try_clone().ok()?))
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> std::io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(std::io::Error::other(format!(
+                "unexpected event set {evset:?}"
+            )));
+        }
+        match vrings.get(usize::from(device_event)) {
+            Some(vring) => self.process_queue(vring),
+            None => Err(std::io::Error::other(format!(
+                "event for unknown queue {device_event}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! What the backend needs from a disk image.
+
+use vm_memory::VolatileSlice;
+
+/// A disk the backend serves. Implementations must allow calls from several
+/// queue threads at once without a lock shared by all of them on reads and
+/// writes.
+pub trait Disk: Send + Sync + 'static {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Reads `dst.len()` bytes at `offset` straight into guest memory.
+    fn read_to(&self, offset: u64, dst: &VolatileSlice) -> std::io::Result<()>;
+    /// Writes `src.len()` bytes from guest memory at `offset`.
+    fn write_from(&self, offset: u64, src: &VolatileSlice) -> std::io::Result<()>;
+    /// Makes every acknowledged write durable.
+    fn flush(&self) -> std::io::Result<()>;
+    /// Frees `[offset, offset + len)`; it reads as zeros afterwards.
+    fn discard(&self, offset: u64, len: u64) -> std::io::Result<()>;
+    /// Zeroes `[offset, offset + len)`.
+    fn write_zeroes(&self, offset: u64, len: u64) -> std::io::Result<()>;
+}
