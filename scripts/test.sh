@@ -28,3 +28,6 @@ if ((${#missing[@]})); then
 fi
 
 cargo test --workspace --locked "$@"
+
+# The layer parser under libFuzzer for a bounded time (installs cargo-fuzz).
+scripts/fuzz.sh "${STRATA_FUZZ_SECONDS:-30}"

@@ -295,33 +295,31 @@ impl Image {
         self.check_range(offset, len)?;
         let bs = u64::from(self.block_size);
         let end = offset + len;
-        let first_full = offset.next_multiple_of(bs);
-        let last_full = (end / bs) * bs;
-        if first_full >= last_full {
+        // Whole blocks: those the range covers entirely; the disk's last
+        // block, if shorter than a block, is whole as far as the disk goes.
+        let first = offset.div_ceil(bs);
+        let last = if end == self.virtual_size {
+            end.div_ceil(bs)
+        } else {
+            end / bs
+        };
+        if first >= last {
             if zero_partial && len > 0 {
                 self.write_at(offset, &vec![0u8; len as usize])?;
             }
             return Ok(());
         }
-        if zero_partial && offset < first_full {
-            self.write_at(offset, &vec![0u8; (first_full - offset) as usize])?;
+        if zero_partial && offset < first * bs {
+            self.write_at(offset, &vec![0u8; (first * bs - offset) as usize])?;
         }
-        for block in first_full / bs..last_full / bs {
+        for block in first..last {
             if self.map[block as usize] != ZEROS {
                 self.top_mut().set_entry(block, TableEntry::Zero)?;
                 self.map[block as usize] = ZEROS;
             }
         }
-        // The end of a disk whose size is not a block multiple: the last,
-        // partial block is whole as far as the disk goes.
-        if end == self.virtual_size && end % bs != 0 {
-            let block = end / bs;
-            if self.map[block as usize] != ZEROS {
-                self.top_mut().set_entry(block, TableEntry::Zero)?;
-                self.map[block as usize] = ZEROS;
-            }
-        } else if zero_partial && last_full < end {
-            self.write_at(last_full, &vec![0u8; (end - last_full) as usize])?;
+        if zero_partial && last * bs < end {
+            self.write_at(last * bs, &vec![0u8; (end - last * bs) as usize])?;
         }
         Ok(())
     }

@@ -85,6 +85,10 @@ pub enum LayerError {
     },
     #[error("layer {path}: parent location is longer than {PARENT_LOCATION_MAX} bytes")]
     LocationTooLong { path: PathBuf },
+    #[error(
+        "layer {path} has reached the 256 TiB file limit: commit or copy the image to compact it"
+    )]
+    Full { path: PathBuf },
     #[error("layer {path}: cannot {op}: {source}")]
     Io {
         path: PathBuf,
@@ -383,11 +387,10 @@ impl LayerFile {
     /// points the table at it. Returns the data offset.
     pub fn append_block(&mut self, block: u64, data: &[u8]) -> Result<u64, LayerError> {
         self.ensure_writable()?;
-        let offset = self.next_alloc;
+        let offset = self.allocate()?;
         self.file
             .write_all_at(data, offset)
             .map_err(self.io_err("append a block"))?;
-        self.next_alloc += u64::from(self.header.geometry.block_size);
         self.set_entry(block, TableEntry::Data(offset))?;
         Ok(offset)
     }
@@ -402,12 +405,24 @@ impl LayerFile {
         src_offset: u64,
     ) -> Result<u64, LayerError> {
         self.ensure_writable()?;
-        let offset = self.next_alloc;
+        let offset = self.allocate()?;
         let len = u64::from(self.header.geometry.block_size);
         copy_range(src, src_offset, &self.file, offset, len)
             .map_err(self.io_err("copy a block"))?;
-        self.next_alloc += len;
         self.set_entry(block, TableEntry::Data(offset))?;
+        Ok(offset)
+    }
+
+    /// Reserves the next block of the data area.
+    fn allocate(&mut self) -> Result<u64, LayerError> {
+        let offset = self.next_alloc;
+        let end = offset + u64::from(self.header.geometry.block_size);
+        if end > crate::format::MAX_FILE_SIZE {
+            return Err(LayerError::Full {
+                path: self.path.clone(),
+            });
+        }
+        self.next_alloc = end;
         Ok(offset)
     }
 
@@ -492,11 +507,15 @@ impl LayerFile {
         Ok(())
     }
 
-    /// Marks the layer frozen (read-only for good) and commits.
+    /// Marks the layer frozen (read-only for good) and commits twice, so that
+    /// both header slots say so: a damaged newest slot must not make the
+    /// layer writable again through the older one.
     pub fn freeze(&mut self) -> Result<(), LayerError> {
         self.ensure_writable()?;
         self.header_dirty = true;
-        self.commit_with(|h| h.frozen = true)
+        self.commit_with(|h| h.frozen = true)?;
+        self.header_dirty = true;
+        self.commit()
     }
 
     fn commit_with(&mut self, change: impl FnOnce(&mut Header)) -> Result<(), LayerError> {

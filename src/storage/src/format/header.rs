@@ -29,7 +29,9 @@
 
 use uuid::Uuid;
 
-use super::{FORMAT_VERSION, Geometry, MAX_VIRTUAL_SIZE, PARENT_LOCATION_MAX, checksum};
+use super::{
+    FORMAT_VERSION, Geometry, MAX_FILE_SIZE, MAX_VIRTUAL_SIZE, PARENT_LOCATION_MAX, checksum,
+};
 
 /// Size of one header slot.
 pub const HEADER_SLOT_SIZE: usize = 512;
@@ -108,7 +110,7 @@ pub enum HeaderError {
     BadParentLocation(u32),
     #[error("its current table copy {0} is not 0 or 1")]
     BadActiveTable(u32),
-    #[error("its allocated end {0:#x} lies before the data area")]
+    #[error("its allocated end {0:#x} lies before the data area or beyond 2^48 bytes")]
     BadAllocatedEnd(u64),
 }
 
@@ -191,7 +193,7 @@ impl Header {
             return Err(HeaderError::BadActiveTable(active));
         }
         let allocated_end = u64_at(b, 128);
-        if allocated_end < geometry.data_offset {
+        if allocated_end < geometry.data_offset || allocated_end > MAX_FILE_SIZE {
             return Err(HeaderError::BadAllocatedEnd(allocated_end));
         }
         Ok(Header {

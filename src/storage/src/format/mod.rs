@@ -42,6 +42,9 @@ pub const MAX_BLOCK_SIZE: u32 = 2 << 20;
 pub const DEFAULT_BLOCK_SIZE: u32 = 64 << 10;
 /// Largest virtual disk: 2^48 bytes keeps every offset in a table entry.
 pub const MAX_VIRTUAL_SIZE: u64 = 1 << 48;
+/// Largest layer file: data offsets must stay below 2^48, which an open
+/// image's block map relies on (it packs offsets into 48 bits).
+pub const MAX_FILE_SIZE: u64 = 1 << 48;
 
 /// Where the tables and the data area of a layer start, given its geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
