@@ -27,7 +27,8 @@ if ((${#missing[@]})); then
     fi
 fi
 
-cargo test --workspace --locked "$@"
-
 # The layer parser under libFuzzer for a bounded time (installs cargo-fuzz).
+# It runs first so that the test runner's summary is the last thing printed.
 scripts/fuzz.sh "${STRATA_FUZZ_SECONDS:-30}"
+
+cargo test --workspace --locked "$@"

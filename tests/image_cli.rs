@@ -30,7 +30,8 @@ impl Store {
 
     fn image(&self) -> Command {
         let mut cmd = strata();
-        cmd.arg("image").env("STRATA_STORE", self.dir.path().join("store"));
+        cmd.arg("image")
+            .env("STRATA_STORE", self.dir.path().join("store"));
         cmd
     }
 
@@ -51,7 +52,12 @@ impl Store {
 
 fn write_raw(path: &Path, size: u64) {
     std::fs::write(path, b"golden image header").unwrap();
-    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(size).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
 }
 
 #[test]
@@ -60,7 +66,10 @@ fn a_golden_image_with_overlays_through_the_cli() {
     let raw = s.path("golden.raw");
     write_raw(Path::new(&raw), 64 << 20);
     assert!(s.ok(&["import", "golden", &raw]).contains("imported"));
-    assert!(s.ok(&["create", "vm1", "--from", "golden"]).contains("created image vm1"));
+    assert!(
+        s.ok(&["create", "vm1", "--from", "golden"])
+            .contains("created image vm1")
+    );
     s.ok(&["create", "vm2", "--raw", &raw]);
     assert_eq!(s.ok(&["list"]), "golden\nvm1\nvm2\n");
 
@@ -70,10 +79,19 @@ fn a_golden_image_with_overlays_through_the_cli() {
     assert_eq!(info["chain"][1]["tier"], "cap");
     assert_eq!(info["chain"][1]["frozen"], true);
     let table = s.ok(&["info", "vm1"]);
-    assert!(table.contains("image vm1: 64.0 MiB virtual") && table.contains("frozen"), "{table}");
+    assert!(
+        table.contains("image vm1: 64.0 MiB virtual") && table.contains("frozen"),
+        "{table}"
+    );
 
-    assert!(s.ok(&["snapshot", "vm1", "--as", "vm1-snap"]).contains("as vm1-snap"));
-    assert!(s.ok(&["diff", "vm1", "vm1-snap"]).contains("0 blocks differ"));
+    assert!(
+        s.ok(&["snapshot", "vm1", "--as", "vm1-snap"])
+            .contains("as vm1-snap")
+    );
+    assert!(
+        s.ok(&["diff", "vm1", "vm1-snap"])
+            .contains("0 blocks differ")
+    );
     assert!(s.ok(&["check", "vm1"]).contains("all consistent"));
     let copied = s.ok(&["copy", "vm1", "--to-tier", "cap"]);
     assert!(copied.contains("moved image vm1 to tier cap"), "{copied}");
@@ -88,13 +106,25 @@ fn a_golden_image_with_overlays_through_the_cli() {
 fn bad_input_gets_one_line_each() {
     let s = Store::new();
     assert_one_line_error(&s.fails(&["info", "ghost"]), &["no image named \"ghost\""]);
-    assert_one_line_error(&s.fails(&["create", "x", "--raw", "/nonexistent.raw"]), &["/nonexistent.raw"]);
-    assert_one_line_error(&s.fails(&["create", "bad/name", "--size", "1M"]), &["bad/name"]);
-    assert_one_line_error(&s.fails(&["create", "x", "--size", "1M", "--block-size", "3000"]), &["--block-size 3000"]);
+    assert_one_line_error(
+        &s.fails(&["create", "x", "--raw", "/nonexistent.raw"]),
+        &["/nonexistent.raw"],
+    );
+    assert_one_line_error(
+        &s.fails(&["create", "bad/name", "--size", "1M"]),
+        &["bad/name"],
+    );
+    assert_one_line_error(
+        &s.fails(&["create", "x", "--size", "1M", "--block-size", "3000"]),
+        &["--block-size 3000"],
+    );
     assert_one_line_error(&s.fails(&["create", "x", "--size", "lots"]), &["lots"]);
     s.ok(&["create", "x", "--size", "1M"]);
     assert_one_line_error(&s.fails(&["copy", "x", "--to-tier", "tape"]), &["tape"]);
-    assert_one_line_error(&s.fails(&["import", "y", "/nonexistent.qcow2"]), &["/nonexistent.qcow2"]);
+    assert_one_line_error(
+        &s.fails(&["import", "y", "/nonexistent.qcow2"]),
+        &["/nonexistent.qcow2"],
+    );
 
     // A damaged layer: check fails, naming the file.
     let info: serde_json::Value = serde_json::from_str(&s.ok(&["info", "x", "--json"])).unwrap();
@@ -106,10 +136,15 @@ fn bad_input_gets_one_line_each() {
 
     // No tiers configured anywhere.
     let empty = tempfile::tempdir().unwrap();
-    let out = run(strata().args(["image", "list", "--store"]).arg(empty.path()));
+    let out = run(strata()
+        .args(["image", "list", "--store"])
+        .arg(empty.path()));
     assert_one_line_error(&out, &["no storage tiers", "--tier"]);
     // A tier directory that does not exist.
-    let out = run(strata().args(["image", "list", "--store"]).arg(empty.path()).args(["--tier", "fast=/nonexistent/tier"]));
+    let out = run(strata()
+        .args(["image", "list", "--store"])
+        .arg(empty.path())
+        .args(["--tier", "fast=/nonexistent/tier"]));
     assert_one_line_error(&out, &["/nonexistent/tier", "does not exist"]);
 }
 
@@ -117,5 +152,7 @@ fn bad_input_gets_one_line_each() {
 fn help_shows_examples() {
     let out = run(strata().args(["image", "--help"]));
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout(&out).contains("Examples:") && stdout(&out).contains("copy web1 --to-tier capacity"));
+    assert!(
+        stdout(&out).contains("Examples:") && stdout(&out).contains("copy web1 --to-tier capacity")
+    );
 }

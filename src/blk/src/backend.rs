@@ -107,7 +107,7 @@ impl BlkBackend {
                     .collect();
                 let used = match parse(&*mem, descriptors, &limits) {
                     Ok(request) => {
-                        let done = execute(&*mem, &request, self.0.disk.as_ref(), &self.0.serial);
+                        let done = execute(&mem, &request, self.0.disk.as_ref(), &self.0.serial);
                         if !self.0.writeback.load(Ordering::Relaxed)
                             && matches!(request.operation, crate::request::Operation::Write { .. })
                             && let Err(e) = self.0.disk.flush()

@@ -119,7 +119,9 @@ pub fn parse_mib(text: &str) -> Result<u64, String> {
     const MIB: u64 = 1 << 20;
     let trimmed = text.trim();
     if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        return trimmed.parse().map_err(|_| format!("`{text}` is too large"));
+        return trimmed
+            .parse()
+            .map_err(|_| format!("`{text}` is too large"));
     }
     let bytes = parse_bytes(trimmed)?;
     if bytes % MIB != 0 {

@@ -65,7 +65,9 @@ pub struct StoreArgs {
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
     /// Create an image: empty, or a copy-on-write layer over another image or a raw file.
-    #[command(after_help = "Examples:\n  strata image create web1 --from golden\n  strata image create scratch --size 10G\n  strata image create web2 --raw /srv/images/debian-12.raw")]
+    #[command(
+        after_help = "Examples:\n  strata image create web1 --from golden\n  strata image create scratch --size 10G\n  strata image create web2 --raw /srv/images/debian-12.raw"
+    )]
     Create {
         /// Name of the new image.
         name: String,
@@ -83,7 +85,9 @@ enum ImageCommand {
         block_size: u64,
     },
     /// Freeze an image's top layer and continue writing in a new one.
-    #[command(after_help = "Examples:\n  strata image snapshot web1\n  strata image snapshot web1 --as web1-before-upgrade")]
+    #[command(
+        after_help = "Examples:\n  strata image snapshot web1\n  strata image snapshot web1 --as web1-before-upgrade"
+    )]
     Snapshot {
         /// The image.
         name: String,
@@ -117,7 +121,9 @@ enum ImageCommand {
         json: bool,
     },
     /// Show which blocks differ between two images or snapshots.
-    #[command(after_help = "Examples:\n  strata image diff web1 web1-before-upgrade\n  strata image diff web1 web2 --json")]
+    #[command(
+        after_help = "Examples:\n  strata image diff web1 web1-before-upgrade\n  strata image diff web1 web2 --json"
+    )]
     Diff {
         /// First image.
         a: String,
@@ -142,7 +148,9 @@ enum ImageCommand {
         file: PathBuf,
     },
     /// Import a raw or qcow2 file as a frozen base image.
-    #[command(after_help = "Examples:\n  strata image import golden debian-12.qcow2\n  strata image import golden disk.img --format raw --block-size 128K")]
+    #[command(
+        after_help = "Examples:\n  strata image import golden debian-12.qcow2\n  strata image import golden disk.img --format raw --block-size 128K"
+    )]
     Import {
         /// Name of the new image.
         name: String,
@@ -157,7 +165,9 @@ enum ImageCommand {
     },
     /// Move an image to another tier: snapshot, copy, then only the difference.
     #[command(visible_alias = "migrate")]
-    #[command(after_help = "Examples:\n  strata image copy web1 --to-tier capacity\n  strata image migrate web1 --to-tier fast --json")]
+    #[command(
+        after_help = "Examples:\n  strata image copy web1 --to-tier capacity\n  strata image migrate web1 --to-tier fast --json"
+    )]
     Copy {
         /// The image.
         name: String,

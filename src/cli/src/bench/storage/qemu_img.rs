@@ -80,12 +80,17 @@ impl QemuTools {
     }
 
     /// Runs the `qemu-io` commands in `script` (one per line) on qcow2
-    /// `image`, with the same write-back caching the benchmark uses.
+    /// `image` (an absolute path), with the same write-back caching the
+    /// benchmark uses. Paths in the script are relative to its directory.
     pub fn run_script(&self, image: &Path, script: &Path) -> Result<(), String> {
         let stdin = File::open(script)
             .map_err(|e| format!("cannot open {}: {e}", script.display()))?;
         let mut command = Command::new(&self.io);
-        command.args(["-t", "writeback", "-f", "qcow2"]).arg(image).stdin(Stdio::from(stdin));
+        command
+            .args(["-t", "writeback", "-f", "qcow2"])
+            .arg(image)
+            .stdin(Stdio::from(stdin))
+            .current_dir(script.parent().unwrap_or(Path::new(".")));
         let out = run(&mut command, "qemu-io")?;
         let text = String::from_utf8_lossy(&out.stdout);
         // qemu-io reports a failed command and carries on with the next.
