@@ -151,7 +151,7 @@ pub fn open_chain(top: &Path, top_access: Access) -> Result<Vec<Member>, ChainEr
             });
         }
         let layer = LayerFile::open(&path, access)?;
-        let header = *layer.header();
+        let header = layer.header();
         if let Some((child, id, size, block_size)) = &expected {
             check_parent(child, &path, (*id, *size, *block_size), &header)?;
         }

@@ -15,13 +15,21 @@
 //! Writes land in the top layer: in place if it owns the block, otherwise in
 //! a new block (copy-up), whose unwritten part is filled from the block's
 //! current contents.
+//!
+//! An `Image` is shared by the threads serving a disk's queues. The map is a
+//! vector of atomics: reads, and writes to blocks the top layer owns, take no
+//! lock at all. Copy-up and zeroing change the map and take one mutex (they
+//! are the first write to a block); a flush takes the top layer's own lock.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::chain::{ChainError, Member, open_chain};
 use crate::format::{ParentKind, TableEntry};
-use crate::layer::{Access, LayerError, LayerFile, ParentSpec, read_up_to};
+use crate::layer::{Access, LayerError, LayerFile, ParentSpec};
 
 const MEMBER_SHIFT: u32 = 48;
 const OFFSET_MASK: u64 = (1 << MEMBER_SHIFT) - 1;
@@ -69,7 +77,9 @@ pub enum ImageIoError {
 #[derive(Debug)]
 pub struct Image {
     members: Vec<Member>,
-    map: Vec<u64>,
+    map: Vec<AtomicU64>,
+    /// Serialises changes of the map (copy-up, zeroing) between threads.
+    remap: Mutex<()>,
     block_size: u32,
     virtual_size: u64,
     writable: bool,
@@ -84,7 +94,7 @@ impl Image {
 
     fn from_members(members: Vec<Member>, writable: bool) -> Self {
         let top = match members.last() {
-            Some(Member::Layer(layer)) => *layer.header(),
+            Some(Member::Layer(layer)) => layer.header(),
             _ => unreachable_top(),
         };
         let block_size = top.geometry.block_size;
@@ -103,7 +113,7 @@ impl Image {
                         match entry {
                             TableEntry::Absent => {}
                             TableEntry::Zero => *slot = ZEROS,
-                            TableEntry::Data(offset) => *slot = pack(index, *offset),
+                            TableEntry::Data(offset) => *slot = pack(index, offset),
                         }
                     }
                 }
@@ -111,7 +121,8 @@ impl Image {
         }
         Self {
             members,
-            map,
+            map: map.into_iter().map(AtomicU64::new).collect(),
+            remap: Mutex::new(()),
             block_size,
             virtual_size: top.virtual_size,
             writable,
@@ -148,9 +159,15 @@ impl Image {
         }
     }
 
+    fn entry(&self, block: u64) -> u64 {
+        self.map
+            .get(block as usize)
+            .map_or(ZEROS, |e| e.load(Ordering::Acquire))
+    }
+
     /// Where `block`'s contents come from.
     pub fn source(&self, block: u64) -> BlockSource {
-        match self.map.get(block as usize).copied().and_then(unpack) {
+        match unpack(self.entry(block)) {
             None => BlockSource::Zeros,
             Some((index, offset)) => BlockSource::Member { index, offset },
         }
@@ -177,44 +194,103 @@ impl Image {
 
     /// Reads `buf.len()` bytes at `offset`.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ImageIoError> {
-        self.check_range(offset, buf.len() as u64)?;
+        // SAFETY: `buf` is a live, exclusively borrowed buffer of exactly this length.
+        unsafe { self.read_raw(offset, buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Reads `len` bytes at `offset` into the memory at `dst`, for callers
+    /// whose buffers are not Rust slices (guest memory).
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `len` bytes for the whole call.
+    pub unsafe fn read_raw(
+        &self,
+        offset: u64,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<(), ImageIoError> {
+        self.check_range(offset, len as u64)?;
         let bs = u64::from(self.block_size);
         let mut done = 0usize;
-        while done < buf.len() {
+        while done < len {
             let pos = offset + done as u64;
             let block = pos / bs;
             let within = pos % bs;
             // Extend the run while following blocks sit contiguously in the same file.
-            let mut run = (bs - within).min((buf.len() - done) as u64) as usize;
-            let entry = self.map[block as usize];
+            let entry = self.entry(block);
+            let mut run = (bs - within).min((len - done) as u64) as usize;
             let mut next = block + 1;
-            while done + run < buf.len() {
-                let expected = unpack(entry).map(|(m, o)| pack(m, o + (next - block) * bs));
-                if self.map.get(next as usize).copied() != Some(expected.unwrap_or(ZEROS)) {
+            while done + run < len {
+                let expected =
+                    unpack(entry).map_or(ZEROS, |(m, o)| pack(m, o + (next - block) * bs));
+                if self.entry(next) != expected {
                     break;
                 }
-                run += (bs as usize).min(buf.len() - done - run);
+                run += (bs as usize).min(len - done - run);
                 next += 1;
             }
-            let chunk = &mut buf[done..done + run];
+            // SAFETY: `done + run <= len`, so the range lies inside the caller's buffer.
+            let chunk = unsafe { dst.add(done) };
             match unpack(entry) {
-                None => chunk.fill(0),
-                Some((index, base)) => self.read_member(index, base + within, chunk)?,
+                // SAFETY: as above, `run` bytes at `chunk` are the caller's to write.
+                None => unsafe { std::ptr::write_bytes(chunk, 0, run) },
+                // SAFETY: as above.
+                Some((index, base)) => unsafe {
+                    self.read_member(index, base + within, chunk, run)?
+                },
             }
             done += run;
         }
         Ok(())
     }
 
-    fn read_member(&self, index: usize, offset: u64, chunk: &mut [u8]) -> Result<(), ImageIoError> {
+    /// Reads `len` bytes of member `index` at `offset` into `dst`; what lies
+    /// past the member's end (only a raw base may end inside a block) reads
+    /// as zeros.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `len` bytes.
+    unsafe fn read_member(
+        &self,
+        index: usize,
+        offset: u64,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<(), ImageIoError> {
         let member = &self.members[index];
-        let got =
-            read_up_to(member.file(), chunk, offset).map_err(|source| ImageIoError::Read {
-                path: member.path().to_path_buf(),
-                source,
-            })?;
-        // Only a raw base may end inside its last block; the rest reads as zeros.
-        chunk[got..].fill(0);
+        let err = |source| ImageIoError::Read {
+            path: member.path().to_path_buf(),
+            source,
+        };
+        let mut got = 0usize;
+        while got < len {
+            // SAFETY: `got < len`, so the pointer stays inside the caller's buffer.
+            let at = unsafe { dst.add(got) };
+            // SAFETY: the caller guarantees `dst..dst+len` is writable; this reads at
+            // most `len - got` bytes at `dst + got`.
+            let n = unsafe {
+                libc::pread(
+                    member.file().as_raw_fd(),
+                    at.cast(),
+                    len - got,
+                    (offset + got as u64) as libc::off_t,
+                )
+            };
+            match n {
+                0 => break,
+                n if n > 0 => got += n as usize,
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(err(e));
+                    }
+                }
+            }
+        }
+        // SAFETY: `got <= len`, so the pointer stays inside (or one past) the buffer.
+        let tail = unsafe { dst.add(got) };
+        // SAFETY: the tail `got..len` lies inside the caller's buffer.
+        unsafe { std::ptr::write_bytes(tail, 0, len - got) };
         Ok(())
     }
 
@@ -227,70 +303,148 @@ impl Image {
     }
 
     /// Writes `data` at `offset`, copying up partially written blocks.
-    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), ImageIoError> {
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), ImageIoError> {
+        // SAFETY: `data` is a live slice of exactly this length.
+        unsafe { self.write_raw(offset, data.as_ptr(), data.len()) }
+    }
+
+    /// Writes `len` bytes from the memory at `src` at `offset`.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes for the whole call.
+    pub unsafe fn write_raw(
+        &self,
+        offset: u64,
+        src: *const u8,
+        len: usize,
+    ) -> Result<(), ImageIoError> {
         self.ensure_writable()?;
-        self.check_range(offset, data.len() as u64)?;
+        self.check_range(offset, len as u64)?;
         let bs = u64::from(self.block_size);
         let top_index = self.members.len() - 1;
         let mut done = 0usize;
-        while done < data.len() {
+        while done < len {
             let pos = offset + done as u64;
             let block = pos / bs;
             let within = (pos % bs) as usize;
-            let len = (bs as usize - within).min(data.len() - done);
-            let chunk = &data[done..done + len];
-            match unpack(self.map[block as usize]) {
-                Some((index, base)) if index == top_index => {
-                    self.top().write_owned(base + within as u64, chunk)?;
-                }
-                _ => {
-                    let new_offset = if len == bs as usize {
-                        self.top_mut().append_block(block, chunk)?
-                    } else {
-                        let mut full = vec![0u8; bs as usize];
-                        self.read_at_block(block, &mut full)?;
-                        full[within..within + len].copy_from_slice(chunk);
-                        self.top_mut().append_block(block, &full)?
-                    };
-                    self.map[block as usize] = pack(top_index, new_offset);
-                }
+            let n = (bs as usize - within).min(len - done);
+            // SAFETY: `done + n <= len`, inside the caller's buffer.
+            let chunk = unsafe { src.add(done) };
+            match unpack(self.entry(block)) {
+                // SAFETY: as above.
+                Some((index, base)) if index == top_index => unsafe {
+                    self.write_owned(base + within as u64, chunk, n)?
+                },
+                // SAFETY: as above.
+                _ => unsafe { self.copy_up(block, within, chunk, n)? },
             }
-            done += len;
+            done += n;
         }
+        Ok(())
+    }
+
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes.
+    unsafe fn write_owned(
+        &self,
+        offset: u64,
+        src: *const u8,
+        len: usize,
+    ) -> Result<(), ImageIoError> {
+        let top = self.top();
+        let mut written = 0usize;
+        while written < len {
+            // SAFETY: `written < len`, so the pointer stays inside the caller's buffer.
+            let at = unsafe { src.add(written) };
+            // SAFETY: the caller guarantees `src..src+len` is readable.
+            let n = unsafe {
+                libc::pwrite(
+                    top.file().as_raw_fd(),
+                    at.cast(),
+                    len - written,
+                    (offset + written as u64) as libc::off_t,
+                )
+            };
+            if n > 0 {
+                written += n as usize;
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(LayerError::Io {
+                    path: top.path().to_path_buf(),
+                    op: "write data",
+                    source: e,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The first write to `block` in the top layer: a whole new block made of
+    /// the block's current contents with `len` bytes from `src` at `within`.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes.
+    unsafe fn copy_up(
+        &self,
+        block: u64,
+        within: usize,
+        src: *const u8,
+        len: usize,
+    ) -> Result<(), ImageIoError> {
+        let _remap = self.remap.lock().unwrap_or_else(PoisonError::into_inner);
+        let top_index = self.members.len() - 1;
+        // Another thread may have copied the block up while this one waited.
+        if let Some((index, base)) = unpack(self.entry(block))
+            && index == top_index
+        {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.write_owned(base + within as u64, src, len) };
+        }
+        let bs = self.block_size as usize;
+        let mut full = vec![0u8; bs];
+        if len < bs {
+            self.read_block(block, &mut full)?;
+        }
+        // SAFETY: `src` is readable for `len` bytes, `within + len <= bs`, and
+        // `full` is a separate allocation, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src, full[within..].as_mut_ptr(), len) };
+        let new_offset = self.top().append_block(block, &full)?;
+        self.map[block as usize].store(pack(top_index, new_offset), Ordering::Release);
         Ok(())
     }
 
     /// Reads a whole block as it currently is (the last block may extend past
     /// the virtual size; that part reads as zeros).
-    fn read_at_block(&self, block: u64, buf: &mut [u8]) -> Result<(), ImageIoError> {
-        match unpack(self.map[block as usize]) {
+    fn read_block(&self, block: u64, buf: &mut [u8]) -> Result<(), ImageIoError> {
+        match unpack(self.entry(block)) {
             None => {
                 buf.fill(0);
                 Ok(())
             }
-            Some((index, base)) => self.read_member(index, base, buf),
+            // SAFETY: `buf` is a live, exclusively borrowed buffer of this length.
+            Some((index, base)) => unsafe {
+                self.read_member(index, base, buf.as_mut_ptr(), buf.len())
+            },
         }
     }
 
     /// Makes `[offset, offset + len)` read as zeros. Whole blocks become zero
     /// entries in the top layer (freeing any data it held there); the partial
     /// blocks at either end are written with zeros.
-    pub fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), ImageIoError> {
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), ImageIoError> {
         self.zero_range(offset, len, true)
     }
 
     /// Discards `[offset, offset + len)`: whole blocks are freed and read as
     /// zeros afterwards; partial blocks are left as they are (discard is a hint).
-    pub fn discard(&mut self, offset: u64, len: u64) -> Result<(), ImageIoError> {
+    pub fn discard(&self, offset: u64, len: u64) -> Result<(), ImageIoError> {
         self.zero_range(offset, len, false)
     }
 
-    fn zero_range(
-        &mut self,
-        offset: u64,
-        len: u64,
-        zero_partial: bool,
-    ) -> Result<(), ImageIoError> {
+    fn zero_range(&self, offset: u64, len: u64, zero_partial: bool) -> Result<(), ImageIoError> {
         self.ensure_writable()?;
         self.check_range(offset, len)?;
         let bs = u64::from(self.block_size);
@@ -312,10 +466,13 @@ impl Image {
         if zero_partial && offset < first * bs {
             self.write_at(offset, &vec![0u8; (first * bs - offset) as usize])?;
         }
-        for block in first..last {
-            if self.map[block as usize] != ZEROS {
-                self.top_mut().set_entry(block, TableEntry::Zero)?;
-                self.map[block as usize] = ZEROS;
+        {
+            let _remap = self.remap.lock().unwrap_or_else(PoisonError::into_inner);
+            for block in first..last {
+                if self.entry(block) != ZEROS {
+                    self.top().set_entry(block, TableEntry::Zero)?;
+                    self.map[block as usize].store(ZEROS, Ordering::Release);
+                }
             }
         }
         if zero_partial && last * bs < end {
@@ -325,11 +482,11 @@ impl Image {
     }
 
     /// Makes every acknowledged write durable.
-    pub fn flush(&mut self) -> Result<(), ImageIoError> {
+    pub fn flush(&self) -> Result<(), ImageIoError> {
         if !self.writable {
             return Ok(());
         }
-        self.top_mut().commit()?;
+        self.top().commit()?;
         Ok(())
     }
 
@@ -354,7 +511,8 @@ impl Image {
             top.commit()?;
             top.freeze()?;
             top.downgrade_to_shared()?;
-            (top.header().id, top.header().virtual_size)
+            let header = top.header();
+            (header.id, header.virtual_size)
         };
         let spec = ParentSpec {
             kind: ParentKind::Layer,

@@ -23,6 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
@@ -117,20 +118,30 @@ pub struct ParentSpec {
 }
 
 /// An open layer file.
+///
+/// Its table and allocator sit behind one mutex, taken for table changes,
+/// allocations and commits; data reads and in-place writes take no lock, so
+/// several threads can do I/O on one layer at once.
 #[derive(Debug)]
 pub struct LayerFile {
     path: PathBuf,
     file: File,
+    parent_location: Option<String>,
+    access: Access,
+    state: Mutex<LayerState>,
+}
+
+/// The mutable part of a layer.
+#[derive(Debug)]
+struct LayerState {
     header: Header,
     current_slot: usize,
-    parent_location: Option<String>,
     table: Vec<TableEntry>,
     /// Table pages changed since table copy 0 / copy 1 was last written.
     dirty: [BTreeSet<usize>; 2],
     /// The header must be rewritten at the next commit even with no table change.
     header_dirty: bool,
     next_alloc: u64,
-    access: Access,
 }
 
 impl LayerFile {
@@ -206,14 +217,16 @@ impl LayerFile {
         Ok(Self {
             path: path.to_path_buf(),
             file,
-            table: vec![TableEntry::Absent; header.geometry.entries as usize],
-            next_alloc: header.allocated_end,
-            header,
-            current_slot: 0,
             parent_location: location,
-            dirty: [BTreeSet::new(), BTreeSet::new()],
-            header_dirty: false,
             access: Access::ReadWrite,
+            state: Mutex::new(LayerState {
+                table: vec![TableEntry::Absent; header.geometry.entries as usize],
+                next_alloc: header.allocated_end,
+                header,
+                current_slot: 0,
+                dirty: [BTreeSet::new(), BTreeSet::new()],
+                header_dirty: false,
+            }),
         })
     }
 
@@ -225,9 +238,12 @@ impl LayerFile {
     /// Opens a frozen layer for writing, to merge its child into it
     /// (`commit`). It stays frozen on disk until the next commit.
     pub fn open_to_merge_into(path: &Path) -> Result<Self, LayerError> {
-        let mut layer = Self::open_inner(path, Access::ReadWrite, true)?;
-        layer.header.frozen = false;
-        layer.header_dirty = true;
+        let layer = Self::open_inner(path, Access::ReadWrite, true)?;
+        {
+            let mut state = layer.lock();
+            state.header.frozen = false;
+            state.header_dirty = true;
+        }
         Ok(layer)
     }
 
@@ -303,15 +319,23 @@ impl LayerFile {
         Ok(Self {
             path: path.to_path_buf(),
             file,
-            table,
-            next_alloc: header.allocated_end,
-            header,
-            current_slot,
             parent_location,
-            dirty,
-            header_dirty: false,
             access,
+            state: Mutex::new(LayerState {
+                table,
+                next_alloc: header.allocated_end,
+                header,
+                current_slot,
+                dirty,
+                header_dirty: false,
+            }),
         })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LayerState> {
+        // The state is updated in whole steps; after a panic elsewhere it is
+        // still as consistent as the last step left it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The file's path.
@@ -320,8 +344,8 @@ impl LayerFile {
     }
 
     /// The current header.
-    pub fn header(&self) -> &Header {
-        &self.header
+    pub fn header(&self) -> Header {
+        self.lock().header
     }
 
     /// The parent location as stored, if the layer has a parent.
@@ -336,29 +360,31 @@ impl LayerFile {
 
     /// This layer's entry for `block`.
     pub fn entry(&self, block: u64) -> TableEntry {
-        self.table
+        self.lock()
+            .table
             .get(block as usize)
             .copied()
             .unwrap_or(TableEntry::Absent)
     }
 
-    /// All entries, in block order.
-    pub fn entries(&self) -> &[TableEntry] {
-        &self.table
+    /// All entries, in block order (a copy).
+    pub fn entries(&self) -> Vec<TableEntry> {
+        self.lock().table.clone()
     }
 
     /// Bytes of data blocks this layer references.
     pub fn allocated_bytes(&self) -> u64 {
-        let data_blocks = self
+        let state = self.lock();
+        let data_blocks = state
             .table
             .iter()
             .filter(|e| matches!(e, TableEntry::Data(_)))
             .count();
-        data_blocks as u64 * u64::from(self.header.geometry.block_size)
+        data_blocks as u64 * u64::from(state.header.geometry.block_size)
     }
 
     fn ensure_writable(&self) -> Result<(), LayerError> {
-        if self.header.frozen || self.access == Access::ReadOnly {
+        if self.access == Access::ReadOnly || self.lock().header.frozen {
             return Err(LayerError::Frozen {
                 path: self.path.clone(),
             });
@@ -375,9 +401,13 @@ impl LayerFile {
     }
 
     /// Writes `data` at `offset` of the file. The caller guarantees the range
-    /// lies inside a block this layer owns.
+    /// lies inside a block this layer owns. Takes no lock.
     pub fn write_owned(&self, offset: u64, data: &[u8]) -> Result<(), LayerError> {
-        self.ensure_writable()?;
+        if self.access == Access::ReadOnly {
+            return Err(LayerError::Frozen {
+                path: self.path.clone(),
+            });
+        }
         self.file
             .write_all_at(data, offset)
             .map_err(self.io_err("write data"))
@@ -385,13 +415,14 @@ impl LayerFile {
 
     /// Stores a whole new block for `block` at a freshly appended offset and
     /// points the table at it. Returns the data offset.
-    pub fn append_block(&mut self, block: u64, data: &[u8]) -> Result<u64, LayerError> {
+    pub fn append_block(&self, block: u64, data: &[u8]) -> Result<u64, LayerError> {
         self.ensure_writable()?;
-        let offset = self.allocate()?;
+        let mut state = self.lock();
+        let offset = allocate(&mut state, &self.path)?;
         self.file
             .write_all_at(data, offset)
             .map_err(self.io_err("append a block"))?;
-        self.set_entry(block, TableEntry::Data(offset))?;
+        self.set_entry_locked(&mut state, block, TableEntry::Data(offset));
         Ok(offset)
     }
 
@@ -399,83 +430,78 @@ impl LayerFile {
     /// `src_offset` (`copy_file_range`: a reflink where the filesystem can,
     /// otherwise no trip through user space), and points `block` at it.
     pub fn append_block_from(
-        &mut self,
+        &self,
         block: u64,
         src: &File,
         src_offset: u64,
     ) -> Result<u64, LayerError> {
         self.ensure_writable()?;
-        let offset = self.allocate()?;
-        let len = u64::from(self.header.geometry.block_size);
+        let mut state = self.lock();
+        let offset = allocate(&mut state, &self.path)?;
+        let len = u64::from(state.header.geometry.block_size);
         copy_range(src, src_offset, &self.file, offset, len)
             .map_err(self.io_err("copy a block"))?;
-        self.set_entry(block, TableEntry::Data(offset))?;
-        Ok(offset)
-    }
-
-    /// Reserves the next block of the data area.
-    fn allocate(&mut self) -> Result<u64, LayerError> {
-        let offset = self.next_alloc;
-        let end = offset + u64::from(self.header.geometry.block_size);
-        if end > crate::format::MAX_FILE_SIZE {
-            return Err(LayerError::Full {
-                path: self.path.clone(),
-            });
-        }
-        self.next_alloc = end;
+        self.set_entry_locked(&mut state, block, TableEntry::Data(offset));
         Ok(offset)
     }
 
     /// Changes the entry of `block`; a data block it replaces becomes a hole.
-    pub fn set_entry(&mut self, block: u64, entry: TableEntry) -> Result<(), LayerError> {
+    pub fn set_entry(&self, block: u64, entry: TableEntry) -> Result<(), LayerError> {
         self.ensure_writable()?;
-        let index = block as usize;
-        let Some(slot) = self.table.get_mut(index) else {
-            return Ok(());
-        };
-        let old = std::mem::replace(slot, entry);
-        if old == entry {
-            return Ok(());
-        }
-        if let TableEntry::Data(old_offset) = old {
-            punch_hole(
-                &self.file,
-                old_offset,
-                u64::from(self.header.geometry.block_size),
-            );
-        }
-        for dirty in &mut self.dirty {
-            dirty.insert(index / ENTRIES_PER_PAGE);
-        }
+        let mut state = self.lock();
+        self.set_entry_locked(&mut state, block, entry);
         Ok(())
     }
 
+    fn set_entry_locked(&self, state: &mut LayerState, block: u64, entry: TableEntry) {
+        let index = block as usize;
+        let block_size = u64::from(state.header.geometry.block_size);
+        let Some(slot) = state.table.get_mut(index) else {
+            return;
+        };
+        let old = std::mem::replace(slot, entry);
+        if old == entry {
+            return;
+        }
+        if let TableEntry::Data(old_offset) = old {
+            punch_hole(&self.file, old_offset, block_size);
+        }
+        for dirty in &mut state.dirty {
+            dirty.insert(index / ENTRIES_PER_PAGE);
+        }
+    }
+
     /// Makes every write so far durable and the table change atomic (see the
-    /// module docs). Does nothing if nothing changed.
-    pub fn commit(&mut self) -> Result<(), LayerError> {
-        if self.dirty.iter().all(BTreeSet::is_empty) && !self.header_dirty {
-            if self.access == Access::ReadWrite {
-                self.file.sync_data().map_err(self.io_err("sync data"))?;
-            }
+    /// module docs). Does nothing but sync if the table did not change.
+    pub fn commit(&self) -> Result<(), LayerError> {
+        let mut state = self.lock();
+        self.commit_locked(&mut state)
+    }
+
+    fn commit_locked(&self, state: &mut LayerState) -> Result<(), LayerError> {
+        if self.access == Access::ReadOnly {
             return Ok(());
         }
         self.file.sync_data().map_err(self.io_err("sync data"))?;
-        let current = usize::from(self.header.active_table);
+        if state.dirty.iter().all(BTreeSet::is_empty) && !state.header_dirty {
+            return Ok(());
+        }
+        let current = usize::from(state.header.active_table);
         // If the table has not changed since the current copy was written,
         // only the header changes; otherwise the other copy takes the table.
-        let target = if self.dirty[current].is_empty() {
+        let target = if state.dirty[current].is_empty() {
             current
         } else {
             1 - current
         };
-        let encoded: Vec<u8> = self
+        let encoded: Vec<u8> = state
             .table
             .iter()
             .flat_map(|e| encode_entry(*e).to_le_bytes())
             .collect();
         if target != current {
-            let table_at = self.header.geometry.table_offsets[target];
-            for page in &self.dirty[target] {
+            let table_at = state.header.geometry.table_offsets[target];
+            for page in &state.dirty[target] {
                 let start = page * ENTRIES_PER_PAGE * 8;
                 let end = (start + ENTRIES_PER_PAGE * 8).min(encoded.len());
                 self.file
@@ -487,45 +513,41 @@ impl LayerFile {
                 .map_err(self.io_err("sync the table"))?;
         }
         let header = Header {
-            generation: self.header.generation + 1,
+            generation: state.header.generation + 1,
             active_table: target as u8,
             table_crc: checksum(&encoded),
-            allocated_end: self.next_alloc,
-            ..self.header
+            allocated_end: state.next_alloc,
+            ..state.header
         };
-        let slot = 1 - self.current_slot;
+        let slot = 1 - state.current_slot;
         self.file
             .write_all_at(&header.encode(), (slot * HEADER_SLOT_SIZE) as u64)
             .map_err(self.io_err("write the header"))?;
         self.file
             .sync_data()
             .map_err(self.io_err("sync the header"))?;
-        self.header = header;
-        self.current_slot = slot;
-        self.dirty[target].clear();
-        self.header_dirty = false;
+        state.header = header;
+        state.current_slot = slot;
+        state.dirty[target].clear();
+        state.header_dirty = false;
         Ok(())
     }
 
     /// Marks the layer frozen (read-only for good) and commits twice, so that
     /// both header slots say so: a damaged newest slot must not make the
     /// layer writable again through the older one.
-    pub fn freeze(&mut self) -> Result<(), LayerError> {
+    pub fn freeze(&self) -> Result<(), LayerError> {
         self.ensure_writable()?;
-        self.header_dirty = true;
-        self.commit_with(|h| h.frozen = true)?;
-        self.header_dirty = true;
-        self.commit()
-    }
-
-    fn commit_with(&mut self, change: impl FnOnce(&mut Header)) -> Result<(), LayerError> {
-        let mut header = self.header;
-        change(&mut header);
-        let before = self.header;
-        self.header = header;
-        let result = self.commit();
+        let mut state = self.lock();
+        let before = state.header;
+        state.header.frozen = true;
+        state.header_dirty = true;
+        let result = self.commit_locked(&mut state).and_then(|()| {
+            state.header_dirty = true;
+            self.commit_locked(&mut state)
+        });
         if result.is_err() {
-            self.header = before;
+            state.header = before;
         }
         result
     }
@@ -536,6 +558,19 @@ impl LayerFile {
         self.access = Access::ReadOnly;
         Ok(())
     }
+}
+
+/// Reserves the next block of the data area.
+fn allocate(state: &mut LayerState, path: &Path) -> Result<u64, LayerError> {
+    let offset = state.next_alloc;
+    let end = offset + u64::from(state.header.geometry.block_size);
+    if end > crate::format::MAX_FILE_SIZE {
+        return Err(LayerError::Full {
+            path: path.to_path_buf(),
+        });
+    }
+    state.next_alloc = end;
+    Ok(offset)
 }
 
 /// Reads a layer's current header and parent location without locking it,

@@ -566,7 +566,7 @@ fn damage_at_random(rng: &mut Rng, path: &Path) -> String {
 fn exercise(top: &Path, rng: &mut Rng) -> Result<String, String> {
     let seed = rng.next();
     catch_unwind(AssertUnwindSafe(|| {
-        let mut image = match Image::open(top, Access::ReadWrite) {
+        let image = match Image::open(top, Access::ReadWrite) {
             Ok(image) => image,
             Err(e) => return format!("refused: {e}"),
         };

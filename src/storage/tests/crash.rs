@@ -230,7 +230,7 @@ fn crash_child() {
         return;
     };
     let top = PathBuf::from(std::env::var(ENV_DIR).unwrap()).join(TOP);
-    let mut image = Image::open(&top, Access::ReadWrite).unwrap();
+    let image = Image::open(&top, Access::ReadWrite).unwrap();
     say("opened");
     if mode == "hold" {
         // Keep the image open until the parent closes our stdin.
@@ -359,7 +359,7 @@ fn verify_after_crash(dir: &Path, seed: u64, ops: &[Op], last_flush: Option<usiz
     }
 
     let top = dir.join(TOP);
-    let mut image = Image::open(&top, Access::ReadWrite)
+    let image = Image::open(&top, Access::ReadWrite)
         .unwrap_or_else(|e| panic!("seed {seed}: the image does not open after the crash: {e}"));
     let mut found = vec![0u8; SIZE as usize];
     image.read_at(0, &mut found).unwrap();

@@ -57,7 +57,7 @@ fn top_of(store: &Store, name: &str) -> PathBuf {
 }
 
 fn write(store: &Store, name: &str, offset: u64, data: &[u8]) {
-    let mut image = Image::open(&top_of(store, name), Access::ReadWrite).unwrap();
+    let image = Image::open(&top_of(store, name), Access::ReadWrite).unwrap();
     image.write_at(offset, data).unwrap();
     image.flush().unwrap();
 }

@@ -106,7 +106,7 @@ impl Store {
             ..spec
         });
         let (header, _) = peek(&live_path)?;
-        let mut new_top = LayerFile::create_with_id(
+        let new_top = LayerFile::create_with_id(
             &top_path,
             top_id,
             header.virtual_size,
@@ -117,7 +117,7 @@ impl Store {
         // 4. The difference: what the live layer received since the snapshot.
         let live = LayerFile::open(&live_path, Access::ReadWrite)?;
         for (block, entry) in (0u64..).zip(live.entries()) {
-            match *entry {
+            match entry {
                 TableEntry::Absent => {}
                 TableEntry::Zero => new_top.set_entry(block, TableEntry::Zero)?,
                 TableEntry::Data(offset) => {

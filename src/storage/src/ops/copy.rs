@@ -29,7 +29,7 @@ pub fn copy_layer(
     progress: &mut dyn Progress,
 ) -> Result<CopyStats, LayerError> {
     let header = src.header();
-    let mut copy = LayerFile::create_with_id(
+    let copy = LayerFile::create_with_id(
         dest,
         header.id,
         header.virtual_size,
@@ -40,7 +40,7 @@ pub fn copy_layer(
         let bs = u64::from(header.geometry.block_size);
         let mut stats = CopyStats::default();
         for (block, entry) in (0u64..).zip(src.entries()) {
-            match *entry {
+            match entry {
                 TableEntry::Absent => {}
                 TableEntry::Zero => copy.set_entry(block, TableEntry::Zero)?,
                 TableEntry::Data(offset) => {

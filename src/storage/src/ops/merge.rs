@@ -36,7 +36,7 @@ pub fn merge_top_into_parent(
     progress: &mut dyn Progress,
 ) -> Result<PathBuf, MergeError> {
     let child = LayerFile::open(top, Access::ReadOnly)?;
-    let header = *child.header();
+    let header = child.header();
     let (Some(parent), Some(location)) = (header.parent, child.parent_location()) else {
         return Err(MergeError::NoParent(top.to_path_buf()));
     };
@@ -47,7 +47,7 @@ pub fn merge_top_into_parent(
             parent: parent_path,
         });
     }
-    let mut target = LayerFile::open_to_merge_into(&parent_path)?;
+    let target = LayerFile::open_to_merge_into(&parent_path)?;
     if target.header().id != parent.id
         || target.header().geometry.block_size != header.geometry.block_size
     {
@@ -60,7 +60,7 @@ pub fn merge_top_into_parent(
     progress.set_total(child.allocated_bytes());
     let mut buf = vec![0u8; bs as usize];
     for (block, entry) in (0u64..).zip(child.entries()) {
-        match *entry {
+        match entry {
             TableEntry::Absent => {}
             TableEntry::Zero => target.set_entry(block, TableEntry::Zero)?,
             TableEntry::Data(offset) => {
