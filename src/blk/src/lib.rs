@@ -9,4 +9,6 @@ pub mod backend;
 pub mod config;
 pub mod disk;
 pub mod exec;
+pub mod image_disk;
 pub mod request;
+pub mod serve;

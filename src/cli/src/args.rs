@@ -19,6 +19,9 @@ pub enum Command {
     Run(RunArgs),
     /// Manage layered disk images on storage tiers.
     Image(crate::image::ImageArgs),
+    /// Serve disk images to VMMs over vhost-user-blk.
+    #[command(subcommand)]
+    Blk(crate::blk::BlkCommand),
     /// Measure Strata against QEMU.
     #[command(subcommand)]
     Bench(BenchCommand),

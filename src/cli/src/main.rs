@@ -5,6 +5,7 @@
 
 mod args;
 mod bench;
+mod blk;
 mod exit;
 mod image;
 mod run;
@@ -19,6 +20,8 @@ use crate::exit::{Failure, STATUS_STRATA_FAILED};
 
 fn main() -> ExitCode {
     let main_start_ns = strata_vmm::vcpu::monotonic_ns();
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("STRATA_LOG", "warn"))
+        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run::run(args, main_start_ns),
         Command::Image(args) => image::run(args),
+        Command::Blk(blk::BlkCommand::Serve(args)) => blk::serve(args),
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(args),
     };
     match result {

@@ -47,7 +47,7 @@ pub struct StoreArgs {
         value_name = "DIR",
         default_value = "/var/lib/strata"
     )]
-    store: PathBuf,
+    pub store: PathBuf,
     /// Tier configuration file [default: <store>/strata.toml].
     #[arg(long, global = true, value_name = "FILE", conflicts_with = "tier")]
     config: Option<PathBuf>,
@@ -204,7 +204,7 @@ fn block_size(bytes: u64) -> Result<u32, Failure> {
         })
 }
 
-fn open_store(args: &StoreArgs) -> Result<Store, Failure> {
+pub fn open_store(args: &StoreArgs) -> Result<Store, Failure> {
     let config = if !args.tier.is_empty() {
         StoreConfig::from_tier_flags(&args.tier, args.overlays.as_deref(), args.bases.as_deref())
     } else {
