@@ -247,3 +247,61 @@ fn two_guests_share_one_golden_base() {
         "the golden base changed"
     );
 }
+
+#[test]
+fn backend_restart_and_the_next_client() {
+    let kit = kit();
+    let store = Store::new();
+    let raw = store.path("golden.raw");
+    golden(&raw, 16 * MIB);
+    store.image(&["create", "vm", "--raw", raw.to_str().unwrap()]);
+    let socket = store.path("vm.sock");
+    let disk = format!("image=vm,socket={}", socket.display());
+    let server = Server::start(&store, std::slice::from_ref(&disk));
+    let (offset, len) = (4 * MIB, 128 * 1024);
+    let mut guest = QemuVhostUserBlk::new(&kit)
+        .disk(&socket)
+        .reconnect(true)
+        .append(&format!(
+            "strata.test=sums,pause,write,sums strata.pause=8 strata.ranges={offset}:{len} \
+             strata.wr={offset}:{len} strata.pattern=c3"
+        ))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    guest
+        .wait_for_line("PAUSE", GUEST_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Kill the backend while the guest runs, and start a new one at once.
+    let mut dead = server;
+    dead.0.kill().unwrap();
+    dead.0.wait().unwrap();
+    drop(dead);
+    let server = Server::start(&store, std::slice::from_ref(&disk));
+    let report = guest
+        .finish(GUEST_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        report.wrote.len(),
+        1,
+        "the guest's write after the restart did not complete"
+    );
+    let written = report.wrote[0].sha256.clone();
+    let sums: Vec<&str> = report.sums.iter().map(|s| s.sha256.as_str()).collect();
+    assert_eq!(sums.len(), 2);
+    assert_eq!(
+        sums[1], written,
+        "the guest reads back what it wrote after the restart"
+    );
+
+    // The same server takes the next client: a new guest sees the data.
+    let mut second = QemuVhostUserBlk::new(&kit)
+        .disk(&socket)
+        .append(&format!("strata.test=sums strata.ranges={offset}:{len}"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = second
+        .finish(GUEST_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.sum("vda", offset, len), Some(written.as_str()));
+    server.stop();
+}

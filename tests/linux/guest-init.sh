@@ -18,6 +18,8 @@
 #   strata.dev=vda                 disk for write (default vda)
 #   strata.wr=OFF:LEN              range for write (default 0:1048576)
 #   strata.pattern=HH              byte for write, two hex digits (default a5)
+#   strata.pause=SECONDS           how long the pause routine sleeps (default 5);
+#                                  it prints "PAUSE <seconds>" first
 # Offsets and lengths are in bytes. strata.test=shell starts a shell instead.
 
 /bin/busybox --install -s /bin
@@ -126,6 +128,7 @@ for routine in $(param test sums | tr ',' ' '); do
     case $routine in
     sums) run_sums ;;
     write) run_write ;;
+    pause) echo "PAUSE $(param pause 5)"; sleep "$(param pause 5)" ;;
     shell) setsid cttyhack sh ;;
     *) fail "unknown strata.test routine '$routine'" ;;
     esac

@@ -65,6 +65,25 @@ impl BlkBackend {
         })))
     }
 
+    /// A backend for a new vhost-user session on the same disk: fresh worker
+    /// exit events (the last session's were used to stop its workers) and no
+    /// guest memory yet, with the same disk, configuration and write-cache mode.
+    pub fn for_next_session(&self) -> std::io::Result<Self> {
+        let exits = (0..self.0.config.num_queues)
+            .map(|_| new_event_consumer_and_notifier(EventFlag::NONBLOCK))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self(Arc::new(Shared {
+            disk: self.0.disk.clone(),
+            config: self.0.config,
+            serial: self.0.serial.clone(),
+            queue_size: self.0.queue_size,
+            event_idx: AtomicBool::new(false),
+            writeback: AtomicBool::new(self.0.writeback.load(Ordering::Relaxed)),
+            memory: RwLock::new(None),
+            exits,
+        })))
+    }
+
     /// Asks every worker thread to finish.
     pub fn stop_workers(&self) {
         for (_, notifier) in &self.0.exits {

@@ -21,19 +21,24 @@ pub enum ServeError {
     Listen { socket: String, reason: String },
 }
 
-/// Serves `backend` on `socket` until the process ends: one connection at a
-/// time, each in a fresh vhost-user session.
+/// Serves `backend`'s disk on `socket` until the process ends: one
+/// connection at a time, each in a fresh vhost-user session with a fresh
+/// backend (see [`BlkBackend::for_next_session`]): the last session's worker
+/// exit events have fired and would stop the new session's workers at once.
 pub fn serve_forever(name: &str, backend: &BlkBackend, socket: &Path) -> Result<(), ServeError> {
     let socket_name = socket.display().to_string();
     loop {
+        let session = backend.for_next_session().map_err(|e| ServeError::Daemon {
+            socket: socket_name.clone(),
+            reason: e.to_string(),
+        })?;
         let memory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let mut daemon =
-            VhostUserDaemon::new(name.to_string(), backend.clone(), memory).map_err(|e| {
-                ServeError::Daemon {
-                    socket: socket_name.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let mut daemon = VhostUserDaemon::new(name.to_string(), session, memory).map_err(|e| {
+            ServeError::Daemon {
+                socket: socket_name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         match daemon.serve(socket) {
             Ok(()) => log::info!("{socket_name}: client disconnected; waiting for the next one"),
             Err(e @ vhost_user_backend::Error::CreateVhostUserListener(_)) => {
