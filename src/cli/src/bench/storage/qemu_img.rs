@@ -15,6 +15,8 @@ use super::workload::Requests;
 /// How `qemu-img bench` submits requests (`-i`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum QemuAio {
+    /// io_uring where `qemu-img bench` can use it, else threads.
+    Auto,
     /// Linux io_uring: one thread; page-cache hits complete inline.
     #[value(name = "io_uring")]
     IoUring,
@@ -27,7 +29,7 @@ impl QemuAio {
     pub fn flag(self) -> &'static str {
         match self {
             QemuAio::IoUring => "io_uring",
-            QemuAio::Threads => "threads",
+            QemuAio::Threads | QemuAio::Auto => "threads",
         }
     }
 }
@@ -46,19 +48,60 @@ pub struct QemuTools {
 impl QemuTools {
     /// Checks that both tools run.
     pub fn find(img: &Path, io: &Path, aio: QemuAio) -> Result<Self, String> {
-        let version = |tool: &Path| {
-            let out = Command::new(tool).arg("--version").output().map_err(|e| {
-                format!("cannot run {}: {e} (install qemu-utils, or pass its path)", tool.display())
-            })?;
+        let version = |tool: &Path, flag: &str| {
+            let out = Command::new(tool)
+                .arg("--version")
+                .output()
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => format!(
+                        "{} not found: install qemu-utils, or pass {flag} PATH",
+                        tool.display()
+                    ),
+                    _ => format!("cannot run {}: {e}", tool.display()),
+                })?;
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             match text.lines().next() {
                 Some(line) if out.status.success() => Ok(line.trim().to_string()),
                 _ => Err(format!("{} --version failed", tool.display())),
             }
         };
-        let version_line = version(img)?;
-        version(io)?;
-        Ok(Self { img: img.to_path_buf(), io: io.to_path_buf(), aio, version: version_line })
+        let version_line = version(img, "--qemu-img")?;
+        version(io, "--qemu-io")?;
+        Ok(Self {
+            img: img.to_path_buf(),
+            io: io.to_path_buf(),
+            aio,
+            version: version_line,
+        })
+    }
+
+    /// Settles `auto`: io_uring if `qemu-img bench` can use it on raw file
+    /// `image`, else threads (io_uring may be missing, or refused by a
+    /// container's seccomp policy).
+    pub fn settle_aio(&mut self, image: &Path) {
+        if self.aio != QemuAio::Auto {
+            return;
+        }
+        let works = Command::new(&self.img)
+            .args([
+                "bench",
+                "-f",
+                "raw",
+                "-c",
+                "1",
+                "-t",
+                "writeback",
+                "-i",
+                "io_uring",
+            ])
+            .arg(image)
+            .output()
+            .is_ok_and(|out| out.status.success());
+        self.aio = if works {
+            QemuAio::IoUring
+        } else {
+            QemuAio::Threads
+        };
     }
 
     /// Creates qcow2 `path` over `backing` (a location relative to `path`'s
@@ -83,8 +126,8 @@ impl QemuTools {
     /// `image` (an absolute path), with the same write-back caching the
     /// benchmark uses. Paths in the script are relative to its directory.
     pub fn run_script(&self, image: &Path, script: &Path) -> Result<(), String> {
-        let stdin = File::open(script)
-            .map_err(|e| format!("cannot open {}: {e}", script.display()))?;
+        let stdin =
+            File::open(script).map_err(|e| format!("cannot open {}: {e}", script.display()))?;
         let mut command = Command::new(&self.io);
         command
             .args(["-t", "writeback", "-f", "qcow2"])
@@ -94,7 +137,10 @@ impl QemuTools {
         let out = run(&mut command, "qemu-io")?;
         let text = String::from_utf8_lossy(&out.stdout);
         // qemu-io reports a failed command and carries on with the next.
-        match text.lines().find(|l| l.contains("failed") || l.to_ascii_lowercase().contains("error")) {
+        match text
+            .lines()
+            .find(|l| l.contains("failed") || l.to_ascii_lowercase().contains("error"))
+        {
             Some(line) => Err(format!("qemu-io on {}: {}", image.display(), line.trim())),
             None => Ok(()),
         }
@@ -103,14 +149,19 @@ impl QemuTools {
     /// Writes qcow2 `image`'s whole virtual disk to raw file `out`.
     pub fn export_raw(&self, image: &Path, out: &Path) -> Result<(), String> {
         let mut command = Command::new(&self.img);
-        command.args(["convert", "-f", "qcow2", "-O", "raw"]).arg(image).arg(out);
+        command
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(image)
+            .arg(out);
         run(&mut command, "qemu-img convert").map(drop)
     }
 
     /// The `cluster`-sized blocks qcow2 `image`'s top layer holds data for.
     pub fn allocated_in_top(&self, image: &Path, cluster: u64) -> Result<BTreeSet<u64>, String> {
         let mut command = Command::new(&self.img);
-        command.args(["map", "-f", "qcow2", "--output=json"]).arg(image);
+        command
+            .args(["map", "-f", "qcow2", "--output=json"])
+            .arg(image);
         let out = run(&mut command, "qemu-img map")?;
         top_clusters(&String::from_utf8_lossy(&out.stdout), cluster)
             .ok_or_else(|| format!("qemu-img map {}: unexpected output", image.display()))
@@ -118,7 +169,13 @@ impl QemuTools {
 
     /// Runs `requests` on qcow2 `image` at `queue_depth` with
     /// `qemu-img bench`; writes (of bytes `fill`) if `fill` is given.
-    /// Returns the time `qemu-img` reports, which excludes opening the chain.
+    /// Returns the time `qemu-img` reports, which excludes opening the chain
+    /// and closing it.
+    ///
+    /// Reads use `-t writeback` (buffered, like Strata). Writes use `-t
+    /// unsafe`, which is the same but ignores flushes: neither side flushes
+    /// during a run, and this spares the flush `qemu-img` makes on closing
+    /// (the written layer is deleted next, and Strata does not flush either).
     pub fn bench(
         &self,
         image: &Path,
@@ -128,7 +185,21 @@ impl QemuTools {
     ) -> Result<Duration, String> {
         let mut command = Command::new(&self.img);
         command
-            .args(["bench", "-f", "qcow2", "-t", "writeback", "-i", self.aio.flag(), "-o", "0"])
+            .args([
+                "bench",
+                "-f",
+                "qcow2",
+                "-i",
+                self.aio.flag(),
+                "-o",
+                "0",
+                "-t",
+            ])
+            .arg(if fill.is_some() {
+                "unsafe"
+            } else {
+                "writeback"
+            })
             .arg(format!("-c{}", requests.count))
             .arg(format!("-d{queue_depth}"))
             .arg(format!("-s{}", requests.len))
@@ -139,28 +210,38 @@ impl QemuTools {
         command.arg(image);
         let out = run(&mut command, "qemu-img bench")?;
         let text = String::from_utf8_lossy(&out.stdout);
-        run_time(&text).ok_or_else(|| {
-            format!("qemu-img bench printed no run time: {:?}", text.trim())
-        })
+        run_time(&text)
+            .ok_or_else(|| format!("qemu-img bench printed no run time: {:?}", text.trim()))
     }
 }
 
 /// Runs `command`; a failure is one line: `what`, and the first line of
 /// its stderr (or stdout).
 fn run(command: &mut Command, what: &str) -> Result<Output, String> {
-    let out = command.output().map_err(|e| format!("cannot run {what}: {e}"))?;
+    let out = command
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
     if out.status.success() {
         return Ok(out);
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let first = stderr.lines().chain(stdout.lines()).find(|l| !l.trim().is_empty());
-    Err(format!("{what} failed ({}): {}", out.status, first.unwrap_or("no output").trim()))
+    let first = stderr
+        .lines()
+        .chain(stdout.lines())
+        .find(|l| !l.trim().is_empty());
+    Err(format!(
+        "{what} failed ({}): {}",
+        out.status,
+        first.unwrap_or("no output").trim()
+    ))
 }
 
 /// The time in `qemu-img bench`'s "Run completed in 0.123 seconds." line.
 pub fn run_time(stdout: &str) -> Option<Duration> {
-    let line = stdout.lines().find_map(|l| l.trim().strip_prefix("Run completed in "))?;
+    let line = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Run completed in "))?;
     let seconds: f64 = line.strip_suffix(" seconds.")?.trim().parse().ok()?;
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }

@@ -6,12 +6,13 @@
 //! requests evenly over the disk and visits no unit twice before all have
 //! been visited. Strata runs exactly the offsets `qemu-img` runs.
 //!
-//! Queue depth on the Strata side is that many threads taking the next
-//! request from a shared counter: reads share the `&Image`; writes take
-//! turns on a `Mutex<&mut Image>`, because `Image::write_at` needs `&mut`.
+//! Queue depth on the Strata side is that many threads sharing one `&Image`
+//! and taking the next request from a shared counter, as a block backend's
+//! queue workers would. The engine itself takes no lock for reads and for
+//! writes to blocks the top layer owns; copy-ups take one mutex.
 
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use strata_storage::{Image, ImageIoError};
@@ -77,7 +78,12 @@ impl Requests {
 
 /// One sequential pass over the disk in `len`-byte requests.
 pub fn sequential(disk_size: u64, len: usize) -> Requests {
-    Requests { count: disk_size / len as u64, len, step: len as u64, disk_size }
+    Requests {
+        count: disk_size / len as u64,
+        len,
+        step: len as u64,
+        disk_size,
+    }
 }
 
 /// Up to `wanted` scattered `len`-byte requests, no two in the same
@@ -89,10 +95,20 @@ pub fn scattered(disk_size: u64, len: usize, cluster: u64, wanted: u64) -> Reque
     let mut count = wanted.min(disk_size / cluster).max(1);
     loop {
         if let Some(step_units) = scattered_step(units, cluster / unit, count) {
-            return Requests { count, len, step: step_units * unit, disk_size };
+            return Requests {
+                count,
+                len,
+                step: step_units * unit,
+                disk_size,
+            };
         }
         if count == 1 {
-            return Requests { count, len, step: unit, disk_size };
+            return Requests {
+                count,
+                len,
+                step: unit,
+                disk_size,
+            };
         }
         count /= 2;
     }
@@ -137,30 +153,36 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 
 /// Reads `requests` from `image` with `queue_depth` threads; returns the
 /// time from the first request to the last completion.
-pub fn read(image: &Image, requests: &Requests, queue_depth: u32) -> Result<Duration, ImageIoError> {
-    drive(requests, queue_depth, 0, |offset, buf| image.read_at(offset, buf))
+pub fn read(
+    image: &Image,
+    requests: &Requests,
+    queue_depth: u32,
+) -> Result<Duration, ImageIoError> {
+    drive(requests, queue_depth, 0, |offset, buf| {
+        image.read_at(offset, buf)
+    })
 }
 
-/// Writes `requests` of bytes `fill` to `image` with `queue_depth` threads
-/// taking turns on the image.
+/// Writes `requests` of bytes `fill` to `image` with `queue_depth` threads.
 pub fn write(
-    image: &mut Image,
+    image: &Image,
     requests: &Requests,
     queue_depth: u32,
     fill: u8,
 ) -> Result<Duration, ImageIoError> {
-    let image = Mutex::new(image);
     drive(requests, queue_depth, fill, |offset, buf| {
-        image
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .write_at(offset, buf)
+        image.write_at(offset, buf)
     })
 }
 
 /// Runs `io` on every request from `queue_depth` threads at once; returns
 /// the time from the first worker's start to the last worker's end.
-fn drive<F>(requests: &Requests, queue_depth: u32, fill: u8, io: F) -> Result<Duration, ImageIoError>
+fn drive<F>(
+    requests: &Requests,
+    queue_depth: u32,
+    fill: u8,
+    io: F,
+) -> Result<Duration, ImageIoError>
 where
     F: Fn(u64, &mut [u8]) -> Result<(), ImageIoError> + Sync,
 {
@@ -223,7 +245,12 @@ mod tests {
     fn offsets_wrap_like_qemu_img_bench() {
         // Observed with `qemu-img bench -w -c 5 -S 41480192` on a 64 MiB disk:
         // the clusters written were 0, 632, 241, 874 and 483.
-        let r = Requests { count: 5, len: 4096, step: 4096 * 10127, disk_size: 64 * MIB };
+        let r = Requests {
+            count: 5,
+            len: 4096,
+            step: 4096 * 10127,
+            disk_size: 64 * MIB,
+        };
         let clusters: Vec<u64> = (0..5).map(|i| r.offset(i) / 65536).collect();
         assert_eq!(clusters, [0, 632, 241, 874, 483]);
     }
@@ -234,12 +261,20 @@ mod tests {
         assert_eq!(r.count, 20_000);
         let offsets: HashSet<u64> = (0..r.count).map(|i| r.offset(i)).collect();
         assert_eq!(offsets.len(), 20_000);
-        assert!(offsets.iter().all(|o| o % 4096 == 0 && o + 4096 <= 256 * MIB));
+        assert!(
+            offsets
+                .iter()
+                .all(|o| o % 4096 == 0 && o + 4096 <= 256 * MIB)
+        );
     }
 
     #[test]
     fn scattered_writes_hit_distinct_clusters() {
-        for (size, cluster, wanted) in [(256 * MIB, 64 << 10, 1024), (256 * MIB, 256 << 10, 512), (16 * MIB, 64 << 10, 64)] {
+        for (size, cluster, wanted) in [
+            (256 * MIB, 64 << 10, 1024),
+            (256 * MIB, 256 << 10, 512),
+            (16 * MIB, 64 << 10, 64),
+        ] {
             let r = scattered(size, SMALL_REQUEST, cluster, wanted);
             assert!(r.count >= wanted / 4, "only {} of {wanted}", r.count);
             let clusters: HashSet<u64> = (0..r.count).map(|i| r.offset(i) / cluster).collect();
@@ -253,6 +288,26 @@ mod tests {
         assert_eq!(gcd(r.step / 4096, 100 * MIB / 4096), 1);
         let r = scattered(MIB, SMALL_REQUEST, MIB, 10);
         assert_eq!(r.count, 1);
+    }
+
+    #[test]
+    fn every_request_is_done_once_from_many_threads() {
+        use strata_storage::{Access, LayerFile};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("top.strata");
+        LayerFile::create(&path, 4 * MIB, 64 << 10, None).unwrap();
+        let image = Image::open(&path, Access::ReadWrite).unwrap();
+        let r = scattered(4 * MIB, SMALL_REQUEST, 64 << 10, 32);
+        assert_eq!(r.count, 32);
+        write(&image, &r, 8, 0xab).unwrap();
+        let mut all = vec![0u8; 4 * MIB as usize];
+        image.read_at(0, &mut all).unwrap();
+        let written = all
+            .chunks(SMALL_REQUEST)
+            .filter(|c| c.iter().all(|&b| b == 0xab))
+            .count();
+        assert_eq!(written, 32);
+        assert!(read(&image, &r, 8).unwrap() > Duration::ZERO);
     }
 
     #[test]
