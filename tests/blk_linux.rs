@@ -67,8 +67,9 @@ impl Store {
     }
 }
 
-/// `strata blk serve`, killed (SIGTERM, so it flushes) on drop.
-struct Server(Child);
+/// `strata blk serve`, killed (SIGTERM, so it flushes) on drop. Its log
+/// (`STRATA_LOG=info`) goes to a file.
+struct Server(Child, PathBuf);
 
 impl Server {
     fn start(store: &Store, disks: &[String]) -> Self {
@@ -78,13 +79,18 @@ impl Server {
             args.push(disk.clone());
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = store.path(&format!(
+            "server-{}.log",
+            std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
+        ));
         let child = store
             .cmd(&refs)
+            .env("STRATA_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let server = Self(child);
+        let server = Self(child, log);
         for disk in disks {
             let socket = disk
                 .split(',')
@@ -100,6 +106,22 @@ impl Server {
             }
         }
         server
+    }
+
+    /// Waits until the log has a line containing `text`, and returns it.
+    fn wait_for_log(&self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            if let Some(line) = log.lines().find(|l| l.contains(text)) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the server log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn stop(mut self) {
@@ -304,4 +326,117 @@ fn backend_restart_and_the_next_client() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.sum("vda", offset, len), Some(written.as_str()));
     server.stop();
+}
+
+/// Scattered reads, like a boot: 48 runs of 128 KiB across the first `span` bytes.
+fn boot_like_ranges(span: u64) -> String {
+    (0..48u64)
+        .map(|i| format!("{}:{}", (i * 7919 % 48) * (span / 48), 128 * 1024))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn look_ahead_trace_is_recorded_and_replayed() {
+    let kit = kit();
+    let store = Store::new();
+    let raw = store.path("golden.raw");
+    golden(&raw, 32 * MIB);
+    store.image(&["create", "first", "--raw", raw.to_str().unwrap()]);
+    store.image(&["create", "second", "--raw", raw.to_str().unwrap()]);
+    let ranges = boot_like_ranges(32 * MIB);
+
+    // First boot: its reads are recorded when the session ends.
+    let socket = store.path("first.sock");
+    let server = Server::start(
+        &store,
+        &[format!("image=first,socket={}", socket.display())],
+    );
+    let mut guest = QemuVhostUserBlk::new(&kit)
+        .disk(&socket)
+        .append(&format!("strata.test=read strata.ranges={ranges}"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    guest
+        .finish(GUEST_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    server.wait_for_log("recorded the first", Duration::from_secs(10));
+    server.stop();
+    let traces: Vec<_> = std::fs::read_dir(store.path("store/readahead"))
+        .unwrap()
+        .collect();
+    assert_eq!(traces.len(), 1, "one trace for the one golden base");
+
+    // Another image on the same base: the trace is replayed at start.
+    let socket = store.path("second.sock");
+    let server = Server::start(
+        &store,
+        &[format!("image=second,socket={}", socket.display())],
+    );
+    let line = server.wait_for_log("prefetched", Duration::from_secs(10));
+    let count: u64 = line
+        .split("prefetched ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        count >= 48 * 2,
+        "at least the blocks of 48 ranges of 128 KiB: {line}"
+    );
+    server.stop();
+}
+
+/// Not a test but a measurement (run with --ignored --nocapture): the guest's
+/// time to read boot-like ranges with a cold page cache, with and without
+/// look-ahead, interleaved. Figures go to docs/benchmarks.md.
+#[test]
+#[ignore = "benchmark"]
+fn look_ahead_effect_with_a_cold_page_cache() {
+    let kit = kit();
+    let store = Store::new();
+    let raw = store.path("golden.raw");
+    golden(&raw, 256 * MIB);
+    let ranges = boot_like_ranges(256 * MIB);
+    let boot = |name: &str, readahead: &str| -> u64 {
+        let socket = store.path(&format!("{name}.sock"));
+        store.image(&["create", name, "--raw", raw.to_str().unwrap()]);
+        // SAFETY: sync(2) has no preconditions.
+        unsafe { libc::sync() };
+        std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+        let disk = format!(
+            "image={name},socket={},readahead={readahead}",
+            socket.display()
+        );
+        let server = Server::start(&store, &[disk]);
+        let mut guest = QemuVhostUserBlk::new(&kit)
+            .disk(&socket)
+            .append(&format!("strata.test=read strata.ranges={ranges}"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let line = guest
+            .wait_for_line("READ ", GUEST_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        guest
+            .finish(GUEST_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        server.stop();
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    boot("record", "on");
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..5 {
+        off.push(boot(&format!("off{round}"), "off"));
+        on.push(boot(&format!("on{round}"), "on"));
+    }
+    off.sort_unstable();
+    on.sort_unstable();
+    println!(
+        "guest read of 48 x 128 KiB, cold page cache, median of 5: without look-ahead {} ms, with {} ms",
+        off[2], on[2]
+    );
+    println!("all runs: without {off:?}, with {on:?}");
 }

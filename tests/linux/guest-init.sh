@@ -8,13 +8,15 @@
 #   SIZE <dev> <bytes>               (sums) size of each disk
 #   SUM <dev> <off> <len> <sha256>   (sums) hash of a byte range
 #   WROTE <off> <len> <sha256>       (write) hash of the range read back
+#   READ <bytes> <ms>                (read) guest time to read strata.ranges
+#   PAUSE <seconds>                  (pause) before sleeping
 #   STRATA-FAIL <reason>             a routine failed
 #   STRATA-DONE <status>             last line; 0 when every routine passed
 #
 # Command line:
 #   strata.test=sums[,write,...]   routines, run in order (default sums)
 #   strata.disks=N                 disks to wait for (default 1)
-#   strata.ranges=OFF:LEN,...      ranges for sums (default the whole disk)
+#   strata.ranges=OFF:LEN,...      ranges for sums and read (default the whole disk)
 #   strata.dev=vda                 disk for write (default vda)
 #   strata.wr=OFF:LEN              range for write (default 0:1048576)
 #   strata.pattern=HH              byte for write, two hex digits (default a5)
@@ -102,6 +104,24 @@ run_sums() {
     done
 }
 
+# Reads the ranges of /dev/vda (strata.ranges) to /dev/null, in order, and
+# prints the guest time it took: "READ <bytes> <milliseconds>".
+run_read() {
+    local ranges range off len start end total=0
+    ranges=$(param ranges "0:$(disk_bytes vda)")
+    echo 3 >/proc/sys/vm/drop_caches
+    start=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+    for range in $(echo "$ranges" | tr ',' ' '); do
+        off=${range%%:*}
+        len=${range#*:}
+        dd if=/dev/vda of=/dev/null bs=64k iflag=skip_bytes,count_bytes skip="$off" count="$len" 2>/dev/null ||
+            fail "read: range $off:$len"
+        total=$((total + len))
+    done
+    end=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+    echo "READ $total $(( (end - start) * 10 ))"
+}
+
 run_write() {
     local dev range off len pattern octal
     dev=$(param dev vda)
@@ -127,7 +147,8 @@ run_write() {
 for routine in $(param test sums | tr ',' ' '); do
     case $routine in
     sums) run_sums ;;
-    write) run_write ;;
+        write) run_write ;;
+    read) run_read ;;
     pause) echo "PAUSE $(param pause 5)"; sleep "$(param pause 5)" ;;
     shell) setsid cttyhack sh ;;
     *) fail "unknown strata.test routine '$routine'" ;;

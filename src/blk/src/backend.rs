@@ -84,6 +84,11 @@ impl BlkBackend {
         })))
     }
 
+    /// Tells the disk that a VMM's session ended.
+    pub fn session_ended(&self) {
+        self.0.disk.session_ended();
+    }
+
     /// Asks every worker thread to finish.
     pub fn stop_workers(&self) {
         for (_, notifier) in &self.0.exits {

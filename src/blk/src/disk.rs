@@ -18,4 +18,6 @@ pub trait Disk: Send + Sync + 'static {
     fn discard(&self, offset: u64, len: u64) -> std::io::Result<()>;
     /// Zeroes `[offset, offset + len)`.
     fn write_zeroes(&self, offset: u64, len: u64) -> std::io::Result<()>;
+    /// A VMM's session with this disk has ended.
+    fn session_ended(&self) {}
 }

@@ -10,5 +10,6 @@ pub mod config;
 pub mod disk;
 pub mod exec;
 pub mod image_disk;
+pub mod readahead;
 pub mod request;
 pub mod serve;

@@ -39,7 +39,9 @@ pub fn serve_forever(name: &str, backend: &BlkBackend, socket: &Path) -> Result<
                 reason: e.to_string(),
             }
         })?;
-        match daemon.serve(socket) {
+        let result = daemon.serve(socket);
+        backend.session_ended();
+        match result {
             Ok(()) => log::info!("{socket_name}: client disconnected; waiting for the next one"),
             Err(e @ vhost_user_backend::Error::CreateVhostUserListener(_)) => {
                 return Err(ServeError::Listen {

@@ -40,7 +40,7 @@ pub struct ServeArgs {
     store: StoreArgs,
     /// A disk to serve (repeatable): image=NAME or path=LAYER, then
     /// socket=PATH, and optionally readonly, queues=N, queue-size=N,
-    /// serial=TEXT, writethrough.
+    /// serial=TEXT, writethrough, readahead=on|off.
     #[arg(long = "disk", value_name = "SPEC", required = true)]
     disks: Vec<String>,
 }
@@ -55,6 +55,7 @@ struct DiskSpec {
     queue_size: u16,
     serial: Option<String>,
     writethrough: bool,
+    readahead: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +74,7 @@ fn parse_spec(text: &str) -> Result<DiskSpec, String> {
         queue_size: 256,
         serial: None,
         writethrough: false,
+        readahead: true,
     };
     for part in text.split(',').filter(|p| !p.is_empty()) {
         let (key, value) = part.split_once('=').unwrap_or((part, ""));
@@ -89,6 +91,13 @@ fn parse_spec(text: &str) -> Result<DiskSpec, String> {
             "socket" => socket = Some(PathBuf::from(value)),
             "readonly" | "ro" => spec.read_only = true,
             "writethrough" => spec.writethrough = true,
+            "readahead" => {
+                spec.readahead = match value {
+                    "on" | "" => true,
+                    "off" => false,
+                    _ => return Err(format!("--disk readahead={value}: expected on or off")),
+                }
+            }
             "queues" => spec.queues = number(64)?,
             "queue-size" => {
                 spec.queue_size = number(32768)?;
@@ -116,6 +125,8 @@ struct Served {
     name: String,
     backend: BlkBackend,
     disk: Arc<ImageDisk>,
+    /// Blocks to prefetch, from an earlier boot on the same base.
+    prefetch: Option<Vec<u64>>,
 }
 
 fn open_disk(spec: DiskSpec, store: &StoreArgs) -> Result<Served, Failure> {
@@ -138,7 +149,13 @@ fn open_disk(spec: DiskSpec, store: &StoreArgs) -> Result<Served, Failure> {
         Access::ReadWrite
     };
     let image = Image::open(&top, access).map_err(|e| Failure(e.to_string()))?;
-    let disk = Arc::new(ImageDisk::new(image));
+    let traces = store.store.join("readahead");
+    let (disk, prefetch) = if spec.readahead && store.store.is_dir() {
+        ImageDisk::with_readahead(image, &traces)
+    } else {
+        (ImageDisk::new(image), None)
+    };
+    let disk = Arc::new(disk);
     let size = disk.image().virtual_size();
     let block = disk.image().block_size();
     let seg_max = u32::from(spec.queue_size).saturating_sub(2).max(1);
@@ -169,6 +186,7 @@ fn open_disk(spec: DiskSpec, store: &StoreArgs) -> Result<Served, Failure> {
         name,
         backend,
         disk,
+        prefetch,
     })
 }
 
@@ -222,6 +240,18 @@ pub fn serve(args: &ServeArgs) -> Result<ExitStatus, Failure> {
             disk.name,
             disk.spec.socket.display()
         );
+        if let Some(blocks) = disk.prefetch.clone() {
+            let (image_disk, name) = (disk.disk.clone(), disk.name.clone());
+            std::thread::spawn(move || {
+                let stats = strata_blk::readahead::PrefetchStats::default();
+                strata_blk::readahead::prefetch(image_disk.image(), &blocks, &stats);
+                log::info!(
+                    "{name}: prefetched {} of {} recorded blocks",
+                    stats.prefetched.load(std::sync::atomic::Ordering::Relaxed),
+                    blocks.len()
+                );
+            });
+        }
     }
     // Wait for a termination signal, or for a server that cannot go on.
     let waiter = std::thread::spawn(move || {
