@@ -33,6 +33,13 @@ work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export TMPDIR=$work
 
+# The virtio-blk request parser (src/blk/fuzz, target `request_parser`):
+# guest-controlled descriptor chains and memory. It needs no seeds.
+blk_seconds=$(( seconds / 3 > 5 ? seconds / 3 : 5 ))
+seconds=$(( seconds - blk_seconds > 5 ? seconds - blk_seconds : 5 ))
+cargo fuzz run --fuzz-dir src/blk/fuzz --sanitizer none request_parser -- \
+    -max_total_time="$blk_seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
 cargo fuzz build --fuzz-dir "$fuzz_dir" --sanitizer none "$target"
 
 # Seeds: small valid layers the target writes itself, so they always match

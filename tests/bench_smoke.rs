@@ -43,3 +43,18 @@ fn bench_rejects_zero_runs() {
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
 }
+
+#[test]
+fn bench_blk_quick_reports_every_backend() {
+    let out = run(strata().args(["bench", "blk", "--quick"]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "rand-read 4K",
+        "seq-read 128K",
+        "rand-write 4K",
+        "goal 1.5x",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+}

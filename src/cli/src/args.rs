@@ -71,6 +71,8 @@ pub struct RunArgs {
 pub enum BenchCommand {
     /// Start-up time and memory overhead of `hello`: Strata vs QEMU.
     Boot(BenchBootArgs),
+    /// vhost-user-blk throughput and latency: `strata blk` vs qemu-storage-daemon.
+    Blk(crate::bench::blk::BlkBenchArgs),
 }
 
 #[derive(Debug, Args)]

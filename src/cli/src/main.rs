@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Command::Image(args) => image::run(args),
         Command::Blk(blk::BlkCommand::Serve(args)) => blk::serve(args),
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(args),
+        Command::Bench(BenchCommand::Blk(args)) => bench::blk::run(args),
     };
     match result {
         Ok(status) => ExitCode::from(status.code()),

@@ -5,6 +5,7 @@
 //! a noisy machine hit all of them alike; the report gives medians and the
 //! ratios between them. All contenders boot the very same `hello.elf`.
 
+pub mod blk;
 mod measure;
 mod report;
 

@@ -1,0 +1,263 @@
+//! The results table: medians over rounds per cell, ratios taken within
+//! each round (so that a slow phase of the machine hits both sides alike),
+//! and the goals checked against them.
+
+use std::fmt::Write;
+
+use super::client::{RunResult, Workload};
+
+/// The figures of one run, without its raw latencies.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    pub iops: f64,
+    pub mib_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl From<&RunResult> for Summary {
+    fn from(run: &RunResult) -> Self {
+        Self {
+            iops: run.iops(),
+            mib_s: run.mib_per_s(),
+            p50_us: run.percentile_us(50.0),
+            p99_us: run.percentile_us(99.0),
+        }
+    }
+}
+
+/// All rounds of one (workload, depth, queues) cell.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub workload: Workload,
+    pub depth: u32,
+    pub queues: u16,
+    pub strata: Vec<Summary>,
+    pub qsd: Vec<Summary>,
+    /// The null-co ceiling, which does not depend on depth.
+    pub null: Vec<Summary>,
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn med(runs: &[Summary], f: impl Fn(&Summary) -> f64) -> f64 {
+    median(runs.iter().map(f).collect())
+}
+
+/// Median over rounds of `f(a) / f(b)` within each round.
+fn ratio(a: &[Summary], b: &[Summary], f: impl Fn(&Summary) -> f64) -> f64 {
+    median(a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect())
+}
+
+impl Cell {
+    pub fn strata_over_qsd(&self) -> f64 {
+        ratio(&self.strata, &self.qsd, |s| s.iops)
+    }
+
+    pub fn p99_strata_over_qsd(&self) -> f64 {
+        ratio(&self.strata, &self.qsd, |s| s.p99_us)
+    }
+
+    pub fn strata_over_null(&self) -> f64 {
+        ratio(&self.strata, &self.null, |s| s.iops)
+    }
+}
+
+const HEADER: [&str; 19] = [
+    "workload",
+    "QD",
+    "depth",
+    "queues",
+    "strata IOPS",
+    "MiB/s",
+    "p50 µs",
+    "p99 µs",
+    "qsd IOPS",
+    "MiB/s",
+    "p50 µs",
+    "p99 µs",
+    "null IOPS",
+    "MiB/s",
+    "p50 µs",
+    "p99 µs",
+    "strata/qsd",
+    "p99 strata/qsd",
+    "strata/null",
+];
+
+fn row(cell: &Cell) -> Vec<String> {
+    let mut out = vec![
+        cell.workload.name(),
+        cell.workload.qd.to_string(),
+        cell.depth.to_string(),
+        cell.queues.to_string(),
+    ];
+    for runs in [&cell.strata, &cell.qsd, &cell.null] {
+        out.push(format!("{:.0}", med(runs, |s| s.iops)));
+        out.push(format!("{:.1}", med(runs, |s| s.mib_s)));
+        out.push(format!("{:.1}", med(runs, |s| s.p50_us)));
+        out.push(format!("{:.1}", med(runs, |s| s.p99_us)));
+    }
+    out.push(format!("{:.2}x", cell.strata_over_qsd()));
+    out.push(format!("{:.2}x", cell.p99_strata_over_qsd()));
+    out.push(format!("{:.2}x", cell.strata_over_null()));
+    out
+}
+
+/// The goals of the issue, each with the cell that decides it.
+pub fn goals(cells: &[Cell]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let worst = |pick: &dyn Fn(&Cell) -> bool, f: &dyn Fn(&Cell) -> f64, lowest: bool| {
+        cells
+            .iter()
+            .filter(|c| pick(c))
+            .fold(None, |acc: Option<(f64, &Cell)>, c| {
+                let v = f(c);
+                match acc {
+                    Some((best, _)) if (lowest && best <= v) || (!lowest && best >= v) => acc,
+                    _ => Some((v, c)),
+                }
+            })
+    };
+    let at = |c: &Cell| {
+        format!(
+            "{} QD{} depth {} queues {}",
+            c.workload.name(),
+            c.workload.qd,
+            c.depth,
+            c.queues
+        )
+    };
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let rand_read_4k = |c: &Cell| {
+        c.workload.pattern == super::client::Pattern::RandRead && c.workload.block == 4096
+    };
+    if let Some((v, c)) = worst(
+        &|c| rand_read_4k(c) && c.depth >= 4 && c.workload.qd >= 32,
+        &Cell::strata_over_qsd,
+        true,
+    ) {
+        lines.push(format!(
+            "4K random reads at depth >= 4, QD32: lowest strata/qsd {v:.2}x ({}); goal 1.5x: {}",
+            at(c),
+            verdict(v >= 1.5)
+        ));
+    }
+    if let Some((v, c)) = worst(&|_| true, &Cell::strata_over_qsd, true) {
+        lines.push(format!(
+            "never below qsd: lowest strata/qsd {v:.2}x ({}): {}",
+            at(c),
+            verdict(v >= 1.0)
+        ));
+    }
+    if let Some((v, c)) = worst(&|_| true, &Cell::p99_strata_over_qsd, false) {
+        lines.push(format!(
+            "p99 no worse: highest p99 strata/qsd {v:.2}x ({}): {}",
+            at(c),
+            verdict(v <= 1.0)
+        ));
+    }
+    if let Some((v, c)) = worst(&|_| true, &Cell::strata_over_null, true) {
+        lines.push(format!(
+            "within 80% of null-co: lowest strata/null {v:.2}x ({}): {}",
+            at(c),
+            verdict(v >= 0.8)
+        ));
+    }
+    lines
+}
+
+/// The table as aligned plain text, then the goals.
+pub fn text(cells: &[Cell]) -> String {
+    let rows: Vec<Vec<String>> = cells.iter().map(row).collect();
+    let widths: Vec<usize> = (0..HEADER.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([HEADER[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |cols: Vec<&str>, out: &mut String| {
+        let padded: Vec<String> = cols
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}", w = *w))
+            .collect();
+        let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+    };
+    line(HEADER.to_vec(), &mut out);
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out.push('\n');
+    for g in goals(cells) {
+        let _ = writeln!(out, "- {g}");
+    }
+    out
+}
+
+/// The same as a Markdown table, with `intro` above it.
+pub fn markdown(cells: &[Cell], intro: &str) -> String {
+    let mut out = format!("{intro}\n\n| {} |\n", HEADER.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(HEADER.len()));
+    for r in cells.iter().map(row) {
+        let _ = writeln!(out, "| {} |", r.join(" | "));
+    }
+    out.push('\n');
+    for g in goals(cells) {
+        let _ = writeln!(out, "- {g}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::client::Pattern;
+    use super::*;
+
+    fn s(iops: f64, p99: f64) -> Summary {
+        Summary {
+            iops,
+            mib_s: iops / 256.0,
+            p50_us: p99 / 2.0,
+            p99_us: p99,
+        }
+    }
+
+    #[test]
+    fn ratios_are_medians_of_per_round_ratios() {
+        let cell = Cell {
+            workload: Workload {
+                pattern: Pattern::RandRead,
+                block: 4096,
+                qd: 32,
+            },
+            depth: 4,
+            queues: 1,
+            strata: vec![s(300.0, 10.0), s(100.0, 30.0), s(200.0, 20.0)],
+            qsd: vec![s(100.0, 20.0), s(100.0, 20.0), s(200.0, 40.0)],
+            null: vec![s(400.0, 5.0); 3],
+        };
+        assert_eq!(cell.strata_over_qsd(), 1.0);
+        assert_eq!(cell.p99_strata_over_qsd(), 0.5);
+        assert_eq!(cell.strata_over_null(), 0.5);
+        let g = goals(std::slice::from_ref(&cell));
+        assert!(g[0].contains("1.00x") && g[0].contains("NOT met"), "{g:?}");
+        assert!(g[2].contains("met") && !g[2].contains("NOT"), "{g:?}");
+        assert!(text(&[cell]).lines().count() >= 2);
+    }
+}
