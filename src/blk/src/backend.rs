@@ -25,6 +25,8 @@ use crate::request::{Descriptor, Rejection, parse};
 
 /// Offset of the `wce` byte in the configuration space.
 const WCE_OFFSET: u32 = 32;
+/// A batch runs on several threads only if each gets at least this many requests.
+const PARALLEL_MIN_PER_THREAD: usize = 4;
 
 struct Shared {
     disk: Arc<dyn Disk>,
@@ -35,6 +37,8 @@ struct Shared {
     writeback: AtomicBool,
     memory: RwLock<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
     exits: Vec<(EventConsumer, EventNotifier)>,
+    /// Threads one queue may use for a large batch of requests.
+    parallelism: usize,
 }
 
 /// A vhost-user-blk backend serving one disk.
@@ -62,6 +66,7 @@ impl BlkBackend {
             event_idx: AtomicBool::new(false),
             memory: RwLock::new(None),
             exits,
+            parallelism: std::thread::available_parallelism().map_or(1, usize::from),
         })))
     }
 
@@ -81,6 +86,7 @@ impl BlkBackend {
             writeback: AtomicBool::new(self.0.writeback.load(Ordering::Relaxed)),
             memory: RwLock::new(None),
             exits,
+            parallelism: std::thread::available_parallelism().map_or(1, usize::from),
         })))
     }
 
@@ -96,6 +102,72 @@ impl BlkBackend {
         }
     }
 
+    /// Parses and executes one chain; returns the used length to report.
+    fn serve_chain(&self, mem: &GuestMemoryMmap, descriptors: &[Descriptor]) -> u32 {
+        match parse(mem, descriptors.iter().copied(), &self.0.config.limits) {
+            Ok(request) => {
+                let done = execute(mem, &request, self.0.disk.as_ref(), &self.0.serial);
+                if !self.0.writeback.load(Ordering::Relaxed)
+                    && matches!(request.operation, crate::request::Operation::Write { .. })
+                    && let Err(e) = self.0.disk.flush()
+                {
+                    log::warn!("write-through flush failed: {e}");
+                }
+                done.written
+            }
+            Err(Rejection::Status {
+                status,
+                code,
+                reason,
+            }) => {
+                log::warn!("rejected virtio-blk request: {reason}");
+                let _ = mem.write_obj(code, status);
+                1
+            }
+            Err(Rejection::Drop(reason)) => {
+                log::warn!("dropped virtio-blk request: {reason}");
+                0
+            }
+        }
+    }
+
+    /// Serves a batch of chains: in parallel on scoped threads when the
+    /// batch is large enough to pay for them (many requests in flight on one
+    /// queue), else in order on this thread.
+    fn serve_batch(&self, mem: &GuestMemoryMmap, batch: &[(u16, Vec<Descriptor>)]) -> Vec<u32> {
+        let threads = self
+            .0
+            .parallelism
+            .min(batch.len() / PARALLEL_MIN_PER_THREAD)
+            .max(1);
+        if threads == 1 {
+            return batch
+                .iter()
+                .map(|(_, d)| self.serve_chain(mem, d))
+                .collect();
+        }
+        let per_thread = batch.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = batch
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(_, d)| self.serve_chain(mem, d))
+                            .collect::<Vec<u32>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| {
+                    w.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    }
+
     fn process_queue(&self, vring: &VringRwLock) -> std::io::Result<()> {
         let Some(atomic) = self
             .0
@@ -108,7 +180,6 @@ impl BlkBackend {
         };
         let mem = atomic.memory();
         let event_idx = self.0.event_idx.load(Ordering::Relaxed);
-        let limits = self.0.config.limits;
         loop {
             if event_idx {
                 vring
@@ -116,45 +187,30 @@ impl BlkBackend {
                     .map_err(std::io::Error::other)?;
             }
             loop {
-                let chain = vring
+                // Take everything the driver has made available.
+                let mut batch = Vec::new();
+                while let Some(chain) = vring
                     .get_mut()
                     .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone());
-                let Some(chain) = chain else { break };
-                let head = chain.head_index();
-                let descriptors: Vec<Descriptor> = chain
-                    .map(|d| Descriptor {
-                        addr: d.addr(),
-                        len: d.len(),
-                        writable: d.is_write_only(),
-                    })
-                    .collect();
-                let used = match parse(&*mem, descriptors, &limits) {
-                    Ok(request) => {
-                        let done = execute(&mem, &request, self.0.disk.as_ref(), &self.0.serial);
-                        if !self.0.writeback.load(Ordering::Relaxed)
-                            && matches!(request.operation, crate::request::Operation::Write { .. })
-                            && let Err(e) = self.0.disk.flush()
-                        {
-                            log::warn!("write-through flush failed: {e}");
-                        }
-                        done.written
-                    }
-                    Err(Rejection::Status {
-                        status,
-                        code,
-                        reason,
-                    }) => {
-                        log::warn!("rejected virtio-blk request: {reason}");
-                        let _ = mem.write_obj(code, status);
-                        1
-                    }
-                    Err(Rejection::Drop(reason)) => {
-                        log::warn!("dropped virtio-blk request: {reason}");
-                        0
-                    }
-                };
-                vring.add_used(head, used).map_err(std::io::Error::other)?;
+                    .pop_descriptor_chain(mem.clone())
+                {
+                    let head = chain.head_index();
+                    let descriptors: Vec<Descriptor> = chain
+                        .map(|d| Descriptor {
+                            addr: d.addr(),
+                            len: d.len(),
+                            writable: d.is_write_only(),
+                        })
+                        .collect();
+                    batch.push((head, descriptors));
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                let used = self.serve_batch(&mem, &batch);
+                for ((head, _), len) in batch.iter().zip(used) {
+                    vring.add_used(*head, len).map_err(std::io::Error::other)?;
+                }
                 if !event_idx || vring.needs_notification().map_err(std::io::Error::other)? {
                     vring.signal_used_queue()?;
                 }
