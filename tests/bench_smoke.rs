@@ -58,3 +58,13 @@ fn bench_blk_quick_reports_every_backend() {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
 }
+
+#[test]
+fn image_bench_quick_compares_with_qcow2() {
+    let out = run(strata().args(["image", "bench", "--quick"]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    for needle in ["rand-read 4K", "qcow2", "64 KiB"] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+}

@@ -8,6 +8,7 @@
 pub mod blk;
 mod measure;
 mod report;
+pub mod storage;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -178,6 +178,8 @@ enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the engine against a qcow2 chain (`qemu-img bench`).
+    Bench(crate::bench::storage::StorageBenchArgs),
     /// Remove an image and the layers no other image uses.
     #[command(after_help = "Examples:\n  strata image rm web1")]
     Rm {
@@ -237,6 +239,10 @@ fn fail(e: impl std::fmt::Display) -> Failure {
 
 /// Runs `strata image ...`.
 pub fn run(args: &ImageArgs) -> Result<ExitStatus, Failure> {
+    // The benchmark makes its own chains and needs no tiers.
+    if let ImageCommand::Bench(bench) = &args.command {
+        return crate::bench::storage::run(bench);
+    }
     let store = open_store(&args.store)?;
     match &args.command {
         ImageCommand::Create {
@@ -318,6 +324,7 @@ pub fn run(args: &ImageArgs) -> Result<ExitStatus, Failure> {
             bar.finish();
             output::copy(name, to_tier, &report, *json);
         }
+        ImageCommand::Bench(_) => unreachable!("handled before the store is opened"),
         ImageCommand::Rm { name } => {
             let deleted = store.remove(name).map_err(fail)?;
             println!(
