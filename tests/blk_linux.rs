@@ -141,16 +141,7 @@ impl Drop for Server {
 
 /// A golden raw image with position-dependent contents.
 fn golden(path: &Path, len: u64) {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut bytes = Vec::with_capacity(len as usize);
-    while (bytes.len() as u64) < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len as usize);
-    std::fs::write(path, bytes).unwrap();
+    strata_testkit::write_pseudo_random(path, len, 0x9e37_79b9_7f4a_7c15).unwrap();
 }
 
 fn kit() -> LinuxGuestKit {

@@ -15,12 +15,14 @@
 //! same everywhere, in a few seconds. The records it prints are described in
 //! `tests/linux/guest-init.sh`.
 
+mod data;
 mod guest;
 mod kit;
 mod process;
 mod records;
 mod storage_daemon;
 
+pub use data::write_pseudo_random;
 pub use guest::{GuestRun, QemuVhostUserBlk};
 pub use kit::LinuxGuestKit;
 pub use process::host_sha256;

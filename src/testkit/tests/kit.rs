@@ -18,20 +18,8 @@ fn kit() -> LinuxGuestKit {
     kit
 }
 
-/// Writes `len` bytes of a position-dependent pattern, so a read from the
-/// wrong offset gives a different hash.
 fn make_image(path: &Path, len: u64, seed: u64) {
-    let mut state = seed | 1;
-    let mut bytes = Vec::with_capacity(len as usize);
-    while (bytes.len() as u64) < len {
-        // xorshift64
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len as usize);
-    std::fs::write(path, bytes).unwrap();
+    strata_testkit::write_pseudo_random(path, len, seed).unwrap();
 }
 
 #[test]

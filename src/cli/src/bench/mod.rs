@@ -8,6 +8,7 @@
 pub mod blk;
 mod measure;
 mod report;
+pub mod stats;
 pub mod storage;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 
 use super::Contender;
 use super::measure::Sample;
+use super::stats::median;
 
 /// Medians for one contender.
 struct Row {
@@ -18,19 +19,6 @@ pub struct Report {
     rows: Vec<Row>,
     runs: u32,
     note: Option<String>,
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 0 {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    }
 }
 
 const NS_PER_MS: f64 = 1e6;
@@ -178,17 +166,5 @@ impl Report {
             out += &format!("- note: {note}\n");
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(Vec::new()).is_nan());
     }
 }

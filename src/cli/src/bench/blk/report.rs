@@ -2,6 +2,7 @@
 //! each round (so that a slow phase of the machine hits both sides alike),
 //! and the goals checked against them.
 
+pub use crate::bench::stats::median;
 use std::fmt::Write;
 
 use super::client::{RunResult, Workload};
@@ -36,19 +37,6 @@ pub struct Cell {
     pub qsd: Vec<Summary>,
     /// The null-co ceiling, which does not depend on depth.
     pub null: Vec<Summary>,
-}
-
-pub fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
 }
 
 fn med(runs: &[Summary], f: impl Fn(&Summary) -> f64) -> f64 {

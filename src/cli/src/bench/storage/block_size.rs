@@ -58,7 +58,10 @@ pub fn strata(content: &Content, block_size: u32, requests: &Requests) -> Result
     new_strata_layer(&path, block_size, &content.base_parent())?;
     let outcome = Image::open(&path, Access::ReadWrite)
         .map_err(|e| e.to_string())
-        .and_then(|image| workload::write(&image, requests, 1, 0x5a).map_err(|e| e.to_string()));
+        .and_then(|image| {
+            let timing = workload::write(&image, requests, 1, 0x5a).map_err(|e| e.to_string())?;
+            Ok(timing.wall)
+        });
     remove(&path);
     outcome
 }

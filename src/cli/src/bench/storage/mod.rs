@@ -330,7 +330,8 @@ fn measure(settings: &Settings, qemu: &mut QemuTools, root: &Path) -> Result<Mea
             flatness.push(Flatness {
                 workload,
                 queue_depth,
-                ratios: vec![],
+                wall: vec![],
+                cpu: vec![],
             });
         }
     }
@@ -371,7 +372,10 @@ fn measure(settings: &Settings, qemu: &mut QemuTools, root: &Path) -> Result<Mea
                 for (chains, image) in rotated.iter().zip(&images) {
                     let (s, q) = side_by_side(
                         strata_first,
-                        || workload::read(image, &sides.strata, qd).map_err(|e| e.to_string()),
+                        || {
+                            let timing = workload::read(image, &sides.strata, qd);
+                            timing.map(|t| t.wall).map_err(|e| e.to_string())
+                        },
                         || qemu.bench(&chains.qcow2_top, &sides.qcow2, qd, None),
                     )?;
                     record(&mut cells, workload, qd, chains.depth, [s, q]);
@@ -393,9 +397,11 @@ fn measure(settings: &Settings, qemu: &mut QemuTools, root: &Path) -> Result<Mea
                         || workload::read(deep, &requests, entry.queue_depth),
                     )
                     .map_err(|e| e.to_string())?;
-                    entry
-                        .ratios
-                        .push(s.as_secs_f64() / d.as_secs_f64().max(1e-9));
+                    let ratio = |s: Duration, d: Duration| {
+                        s.as_secs_f64() / d.as_secs_f64().max(1e-9)
+                    };
+                    entry.wall.push(ratio(s.wall, d.wall));
+                    entry.cpu.push(ratio(s.cpu, d.cpu));
                 }
             }
         }
@@ -499,8 +505,8 @@ fn strata_writes(
     let path = chains.strata_scratch()?;
     let outcome = (|| {
         let image = Image::open(&path, Access::ReadWrite).map_err(|e| e.to_string())?;
-        let first = workload::write(&image, writes, qd, 0x11).map_err(|e| e.to_string())?;
-        let again = workload::write(&image, writes, qd, 0x22).map_err(|e| e.to_string())?;
+        let write = |fill| workload::write(&image, writes, qd, fill).map_err(|e| e.to_string());
+        let (first, again) = (write(0x11)?.wall, write(0x22)?.wall);
         // Not flushed: the layer is deleted next (qemu-img does not flush either).
         let held = if check {
             let entries = image.top().entries().into_iter().enumerate();

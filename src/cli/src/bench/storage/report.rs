@@ -1,5 +1,6 @@
 //! Medians, ratios and the goals, rendered as text and as Markdown.
 
+use crate::bench::stats::median;
 use std::time::Duration;
 
 use super::block_size::{memory_bytes_per_gib, table_bytes_per_gib};
@@ -80,19 +81,6 @@ pub struct CopyUpRow {
     pub strata: Runs,
     /// qcow2's runs.
     pub qcow2: Runs,
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 0 {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    }
 }
 
 /// `a / b` round by round: the median and the range of the ratios. Pairs
@@ -477,13 +465,6 @@ mod tests {
             strata: runs(strata_ms),
             qcow2: runs(qcow2_ms),
         }
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(Vec::new()).is_nan());
     }
 
     #[test]

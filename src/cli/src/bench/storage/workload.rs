@@ -157,7 +157,7 @@ pub fn read(
     image: &Image,
     requests: &Requests,
     queue_depth: u32,
-) -> Result<Duration, ImageIoError> {
+) -> Result<Timing, ImageIoError> {
     drive(requests, queue_depth, 0, |offset, buf| {
         image.read_at(offset, buf)
     })
@@ -169,20 +169,38 @@ pub fn write(
     requests: &Requests,
     queue_depth: u32,
     fill: u8,
-) -> Result<Duration, ImageIoError> {
+) -> Result<Timing, ImageIoError> {
     drive(requests, queue_depth, fill, |offset, buf| {
         image.write_at(offset, buf)
     })
 }
 
-/// Runs `io` on every request from `queue_depth` threads at once; returns
-/// the time from the first worker's start to the last worker's end.
-fn drive<F>(
-    requests: &Requests,
-    queue_depth: u32,
-    fill: u8,
-    io: F,
-) -> Result<Duration, ImageIoError>
+/// How long a run took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// From the first worker's start to the last worker's end.
+    pub wall: Duration,
+    /// CPU time the workers spent, summed: unlike `wall`, it does not grow
+    /// while other processes hold the CPUs.
+    pub cpu: Duration,
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// What one worker measured: wall-clock start and end, CPU time used.
+type WorkerSpan = (Instant, Instant, Duration);
+
+/// Runs `io` on every request from `queue_depth` threads at once.
+fn drive<F>(requests: &Requests, queue_depth: u32, fill: u8, io: F) -> Result<Timing, ImageIoError>
 where
     F: Fn(u64, &mut [u8]) -> Result<(), ImageIoError> + Sync,
 {
@@ -195,14 +213,15 @@ where
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                scope.spawn(|| {
+                scope.spawn(|| -> Result<WorkerSpan, ImageIoError> {
                     let mut buf = vec![fill; requests.len];
                     start_line.wait();
-                    let started = Instant::now();
+                    let (started, cpu_before) = (Instant::now(), thread_cpu_time());
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= requests.count {
-                            return Ok((started, Instant::now()));
+                            let cpu = thread_cpu_time().saturating_sub(cpu_before);
+                            return Ok((started, Instant::now(), cpu));
                         }
                         if let Err(e) = io(requests.offset(i), &mut buf) {
                             next.store(u64::MAX / 2, Ordering::Relaxed);
@@ -213,11 +232,13 @@ where
             })
             .collect();
         let mut span: Option<(Instant, Instant)> = None;
+        let mut cpu = Duration::ZERO;
         let mut failure = None;
         for worker in workers {
             match worker.join() {
-                Ok(Ok((start, end))) => {
+                Ok(Ok((start, end, used))) => {
                     span = Some(span.map_or((start, end), |(s, e)| (s.min(start), e.max(end))));
+                    cpu += used;
                 }
                 Ok(Err(e)) => {
                     failure.get_or_insert(e);
@@ -227,8 +248,8 @@ where
         }
         match (failure, span) {
             (Some(e), _) => Err(e),
-            (None, Some((start, end))) => Ok(end - start),
-            (None, None) => Ok(Duration::ZERO),
+            (None, Some((start, end))) => Ok(Timing { wall: end - start, cpu }),
+            (None, None) => Ok(Timing { wall: Duration::ZERO, cpu }),
         }
     })
 }
@@ -307,7 +328,8 @@ mod tests {
             .filter(|c| c.iter().all(|&b| b == 0xab))
             .count();
         assert_eq!(written, 32);
-        assert!(read(&image, &r, 8).unwrap() > Duration::ZERO);
+        let timing = read(&image, &r, 8).unwrap();
+        assert!(timing.wall > Duration::ZERO && timing.cpu > Duration::ZERO);
     }
 
     #[test]
