@@ -397,9 +397,8 @@ fn measure(settings: &Settings, qemu: &mut QemuTools, root: &Path) -> Result<Mea
                         || workload::read(deep, &requests, entry.queue_depth),
                     )
                     .map_err(|e| e.to_string())?;
-                    let ratio = |s: Duration, d: Duration| {
-                        s.as_secs_f64() / d.as_secs_f64().max(1e-9)
-                    };
+                    let ratio =
+                        |s: Duration, d: Duration| s.as_secs_f64() / d.as_secs_f64().max(1e-9);
                     entry.wall.push(ratio(s.wall, d.wall));
                     entry.cpu.push(ratio(s.cpu, d.cpu));
                 }

@@ -153,11 +153,7 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 
 /// Reads `requests` from `image` with `queue_depth` threads; returns the
 /// time from the first request to the last completion.
-pub fn read(
-    image: &Image,
-    requests: &Requests,
-    queue_depth: u32,
-) -> Result<Timing, ImageIoError> {
+pub fn read(image: &Image, requests: &Requests, queue_depth: u32) -> Result<Timing, ImageIoError> {
     drive(requests, queue_depth, 0, |offset, buf| {
         image.read_at(offset, buf)
     })
@@ -187,13 +183,19 @@ pub struct Timing {
 
 /// CPU time the calling thread has used.
 fn thread_cpu_time() -> Duration {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `now` is a valid, writable timespec for the duration of the call.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
     if rc != 0 {
         return Duration::ZERO;
     }
-    Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32)
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// What one worker measured: wall-clock start and end, CPU time used.
@@ -248,8 +250,14 @@ where
         }
         match (failure, span) {
             (Some(e), _) => Err(e),
-            (None, Some((start, end))) => Ok(Timing { wall: end - start, cpu }),
-            (None, None) => Ok(Timing { wall: Duration::ZERO, cpu }),
+            (None, Some((start, end))) => Ok(Timing {
+                wall: end - start,
+                cpu,
+            }),
+            (None, None) => Ok(Timing {
+                wall: Duration::ZERO,
+                cpu,
+            }),
         }
     })
 }
