@@ -39,7 +39,7 @@ Builds the same virtual disk as Strata and qcow2 chains of each depth over one
 raw base, checks them byte for byte, then measures 4 KiB random reads, 128 KiB
 sequential reads, 4 KiB first writes (copy-up) and rewrites on both, round after
 round, and the copy-up cost per block size. Needs qemu-img and qemu-io
-(qemu-utils); a default run takes about two minutes and 2 GiB of disk.
+(qemu-utils); a default run takes two to three minutes and 2 GiB of disk.
 
 Examples:
   strata image bench
