@@ -18,8 +18,10 @@
 //!
 //! An `Image` is shared by the threads serving a disk's queues. The map is a
 //! vector of atomics: reads, and writes to blocks the top layer owns, take no
-//! lock at all. Copy-up and zeroing change the map and take one mutex (they
-//! are the first write to a block); a flush takes the top layer's own lock.
+//! lock at all. A copy-up builds and writes its new block without any shared
+//! lock, then swaps the map entry under one mutex if the entry is still the
+//! one it read (else it retries); zeroing takes the same mutex; a flush takes
+//! the top layer's own lock.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -394,26 +396,43 @@ impl Image {
         src: *const u8,
         len: usize,
     ) -> Result<(), ImageIoError> {
-        let _remap = self.remap.lock().unwrap_or_else(PoisonError::into_inner);
         let top_index = self.members.len() - 1;
-        // Another thread may have copied the block up while this one waited.
-        if let Some((index, base)) = unpack(self.entry(block))
-            && index == top_index
-        {
-            // SAFETY: forwarded from the caller.
-            return unsafe { self.write_owned(base + within as u64, src, len) };
-        }
         let bs = self.block_size as usize;
-        let mut full = vec![0u8; bs];
-        if len < bs {
-            self.read_block(block, &mut full)?;
+        loop {
+            let seen = self.entry(block);
+            if let Some((index, base)) = unpack(seen)
+                && index == top_index
+            {
+                // Another thread copied the block up meanwhile: write in place.
+                // SAFETY: forwarded from the caller.
+                return unsafe { self.write_owned(base + within as u64, src, len) };
+            }
+            // Build and store the new block without holding any shared lock.
+            let mut full = vec![0u8; bs];
+            if len < bs {
+                self.read_block(block, &mut full)?;
+            }
+            // SAFETY: `src` is readable for `len` bytes, `within + len <= bs`, and
+            // `full` is a separate allocation, so the ranges do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(src, full[within..].as_mut_ptr(), len) };
+            let top = self.top();
+            let new_offset = top.reserve_block()?;
+            if let Err(e) = top.write_owned(new_offset, &full) {
+                top.release_block(new_offset);
+                return Err(e.into());
+            }
+            // Publish it only if the block still reads as it did: lower layers
+            // never change and zeros stay zeros, so an unchanged entry means
+            // the bytes merged above are still the block's contents.
+            let _remap = self.remap.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.entry(block) == seen {
+                top.set_entry(block, TableEntry::Data(new_offset))?;
+                self.map[block as usize].store(pack(top_index, new_offset), Ordering::Release);
+                return Ok(());
+            }
+            drop(_remap);
+            top.release_block(new_offset);
         }
-        // SAFETY: `src` is readable for `len` bytes, `within + len <= bs`, and
-        // `full` is a separate allocation, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(src, full[within..].as_mut_ptr(), len) };
-        let new_offset = self.top().append_block(block, &full)?;
-        self.map[block as usize].store(pack(top_index, new_offset), Ordering::Release);
-        Ok(())
     }
 
     /// Reads a whole block as it currently is (the last block may extend past

@@ -445,6 +445,20 @@ impl LayerFile {
         Ok(offset)
     }
 
+    /// Reserves a block at the end of the data area for the caller to fill
+    /// with [`LayerFile::write_owned`] before pointing an entry at it with
+    /// [`LayerFile::set_entry`]. Until then nothing refers to it.
+    pub fn reserve_block(&self) -> Result<u64, LayerError> {
+        self.ensure_writable()?;
+        allocate(&mut self.lock(), &self.path)
+    }
+
+    /// Gives back the disk space of a reserved block that was never used.
+    pub fn release_block(&self, offset: u64) {
+        let block_size = u64::from(self.lock().header.geometry.block_size);
+        punch_hole(&self.file, offset, block_size);
+    }
+
     /// Changes the entry of `block`; a data block it replaces becomes a hole.
     pub fn set_entry(&self, block: u64, entry: TableEntry) -> Result<(), LayerError> {
         self.ensure_writable()?;
