@@ -9,6 +9,7 @@ mod blk;
 mod exit;
 mod image;
 mod run;
+mod table;
 
 use std::process::ExitCode;
 

@@ -118,16 +118,7 @@ impl Report {
     /// A plain-text table for the terminal.
     pub fn text(&self) -> String {
         let cells = self.cells();
-        let widths: Vec<usize> = (0..6)
-            .map(|i| {
-                cells
-                    .iter()
-                    .map(|c| c[i].len())
-                    .chain([Self::HEADERS[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
+        let widths = crate::table::column_widths(&Self::HEADERS, &cells);
         let line = |cols: [&str; 6]| {
             let padded: Vec<String> = cols
                 .iter()

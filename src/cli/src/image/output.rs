@@ -27,15 +27,7 @@ fn json<T: serde::Serialize>(value: &T) {
 }
 
 fn table(headers: &[&str], rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([headers[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths = crate::table::column_widths(headers, rows);
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells
             .iter()

@@ -169,15 +169,7 @@ pub fn goals(cells: &[Cell]) -> Vec<String> {
 /// The table as aligned plain text, then the goals.
 pub fn text(cells: &[Cell]) -> String {
     let rows: Vec<Vec<String>> = cells.iter().map(row).collect();
-    let widths: Vec<usize> = (0..HEADER.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([HEADER[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths = crate::table::column_widths(&HEADER, &rows);
     let mut out = String::new();
     let line = |cols: Vec<&str>, out: &mut String| {
         let padded: Vec<String> = cols

@@ -167,16 +167,7 @@ struct Table {
 
 impl Table {
     fn text(&self) -> String {
-        let widths: Vec<usize> = (0..self.headers.len())
-            .map(|i| {
-                self.rows
-                    .iter()
-                    .map(|r| r[i].len())
-                    .chain([self.headers[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
+        let widths = crate::table::column_widths(&self.headers, &self.rows);
         let line = |cells: Vec<&str>| {
             let padded: Vec<String> = cells
                 .iter()
