@@ -54,36 +54,47 @@ impl BlkBackend {
         queue_size: u16,
         serial: &str,
     ) -> std::io::Result<Self> {
-        let exits = (0..config.num_queues)
-            .map(|_| new_event_consumer_and_notifier(EventFlag::NONBLOCK))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Self(Arc::new(Shared {
+        let writeback = config.writeback;
+        Self::build(
             disk,
-            writeback: AtomicBool::new(config.writeback),
             config,
-            serial: serial.as_bytes().to_vec(),
             queue_size,
-            event_idx: AtomicBool::new(false),
-            memory: RwLock::new(None),
-            exits,
-            parallelism: std::thread::available_parallelism().map_or(1, usize::from),
-        })))
+            serial.as_bytes().to_vec(),
+            writeback,
+        )
     }
 
     /// A backend for a new vhost-user session on the same disk: fresh worker
     /// exit events (the last session's were used to stop its workers) and no
     /// guest memory yet, with the same disk, configuration and write-cache mode.
     pub fn for_next_session(&self) -> std::io::Result<Self> {
-        let exits = (0..self.0.config.num_queues)
+        let writeback = self.0.writeback.load(Ordering::Relaxed);
+        Self::build(
+            self.0.disk.clone(),
+            self.0.config,
+            self.0.queue_size,
+            self.0.serial.clone(),
+            writeback,
+        )
+    }
+
+    fn build(
+        disk: Arc<dyn Disk>,
+        config: DiskConfig,
+        queue_size: u16,
+        serial: Vec<u8>,
+        writeback: bool,
+    ) -> std::io::Result<Self> {
+        let exits = (0..config.num_queues)
             .map(|_| new_event_consumer_and_notifier(EventFlag::NONBLOCK))
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Self(Arc::new(Shared {
-            disk: self.0.disk.clone(),
-            config: self.0.config,
-            serial: self.0.serial.clone(),
-            queue_size: self.0.queue_size,
+            disk,
+            config,
+            serial,
+            queue_size,
             event_idx: AtomicBool::new(false),
-            writeback: AtomicBool::new(self.0.writeback.load(Ordering::Relaxed)),
+            writeback: AtomicBool::new(writeback),
             memory: RwLock::new(None),
             exits,
             parallelism: std::thread::available_parallelism().map_or(1, usize::from),
@@ -93,13 +104,6 @@ impl BlkBackend {
     /// Tells the disk that a VMM's session ended.
     pub fn session_ended(&self) {
         self.0.disk.session_ended();
-    }
-
-    /// Asks every worker thread to finish.
-    pub fn stop_workers(&self) {
-        for (_, notifier) in &self.0.exits {
-            let _ = notifier.notify();
-        }
     }
 
     /// Parses and executes one chain; returns the used length to report.

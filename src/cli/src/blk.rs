@@ -269,7 +269,6 @@ pub fn serve(args: &ServeArgs) -> Result<ExitStatus, Failure> {
         }
     };
     for disk in &served {
-        disk.backend.stop_workers();
         if let Err(e) = disk.disk.image().flush() {
             eprintln!("strata: error: flushing {} failed: {e}", disk.name);
         }
