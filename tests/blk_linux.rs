@@ -6,138 +6,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use common::strata;
+use common::store::{Server, Store};
 use strata_storage::{Access, BlockSource, Image};
 use strata_testkit::{LinuxGuestKit, QemuVhostUserBlk, host_sha256};
 
 const MIB: u64 = 1 << 20;
 const GUEST_TIMEOUT: Duration = Duration::from_secs(120);
-
-struct Store {
-    dir: tempfile::TempDir,
-}
-
-impl Store {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for sub in ["store", "fast", "cap"] {
-            std::fs::create_dir(dir.path().join(sub)).unwrap();
-        }
-        Self { dir }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = strata();
-        cmd.args(args)
-            .arg("--store")
-            .arg(self.path("store"))
-            .arg("--tier")
-            .arg(format!("fast={}:fast", self.path("fast").display()))
-            .arg("--tier")
-            .arg(format!("cap={}:capacity", self.path("cap").display()));
-        cmd
-    }
-
-    fn image(&self, args: &[&str]) {
-        let mut full = vec!["image"];
-        full.extend_from_slice(args);
-        let out = self.cmd(&full).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn top(&self, name: &str) -> PathBuf {
-        let out = self
-            .cmd(&["image", "info", name, "--json"])
-            .output()
-            .unwrap();
-        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        PathBuf::from(info["chain"][0]["path"].as_str().unwrap())
-    }
-}
-
-/// `strata blk serve`, killed (SIGTERM, so it flushes) on drop. Its log
-/// (`STRATA_LOG=info`) goes to a file.
-struct Server(Child, PathBuf);
-
-impl Server {
-    fn start(store: &Store, disks: &[String]) -> Self {
-        let mut args = vec!["blk".to_string(), "serve".to_string()];
-        for disk in disks {
-            args.push("--disk".into());
-            args.push(disk.clone());
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let log = store.path(&format!(
-            "server-{}.log",
-            std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
-        ));
-        let child = store
-            .cmd(&refs)
-            .env("STRATA_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let server = Self(child, log);
-        for disk in disks {
-            let socket = disk
-                .split(',')
-                .find_map(|p| p.strip_prefix("socket="))
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !Path::new(socket).exists() {
-                assert!(
-                    Instant::now() < deadline,
-                    "strata blk never created {socket}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        server
-    }
-
-    /// Waits until the log has a line containing `text`, and returns it.
-    fn wait_for_log(&self, text: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
-            if let Some(line) = log.lines().find(|l| l.contains(text)) {
-                return line.to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {text:?} in the server log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(mut self) {
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let status = self.0.wait().unwrap();
-        assert!(status.success(), "strata blk serve exited with {status}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A golden raw image with position-dependent contents.
 fn golden(path: &Path, len: u64) {
@@ -285,10 +162,7 @@ fn backend_restart_and_the_next_client() {
         .wait_for_line("PAUSE", GUEST_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     // Kill the backend while the guest runs, and start a new one at once.
-    let mut dead = server;
-    dead.0.kill().unwrap();
-    dead.0.wait().unwrap();
-    drop(dead);
+    server.kill();
     let server = Server::start(&store, std::slice::from_ref(&disk));
     let report = guest
         .finish(GUEST_TIMEOUT)

@@ -2,6 +2,8 @@
 //! binary and deciding what to do on a host without KVM.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod store;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
