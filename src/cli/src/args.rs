@@ -65,6 +65,13 @@ pub struct RunArgs {
     /// Write timing and memory figures as JSON to this file when the VM ends.
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+
+    /// A virtio-blk disk served by a vhost-user backend (repeatable):
+    /// socket=PATH, then optionally readonly, queues=N and reconnect.
+    /// The guest finds disk N at 0xd0000000 + N*4K, IRQ 5+N, announced on
+    /// its command line as `virtio_mmio.device=4K@<base>:<irq>`.
+    #[arg(long = "disk", value_name = "SPEC", value_parser = crate::run::parse_disk)]
+    pub disks: Vec<strata_vmm::config::DiskConfig>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use strata_vmm::config::DiskConfig;
+use strata_vmm::devices::vhost_user_blk::MAX_QUEUES;
 use strata_vmm::vcpu::monotonic_ns;
 use strata_vmm::{KernelSource, SerialOutput, VmConfig, VmError, VmOutcome, VmReport, run_vm};
 
@@ -34,6 +36,44 @@ fn serial_output(text: &str) -> SerialOutput {
     }
 }
 
+/// Parses one `--disk` of `strata run`.
+pub fn parse_disk(text: &str) -> Result<DiskConfig, String> {
+    let mut socket = None;
+    let mut disk = DiskConfig {
+        socket: PathBuf::new(),
+        readonly: false,
+        queues: 1,
+        reconnect: false,
+    };
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        match key {
+            "socket" if value.is_empty() => {
+                return Err("socket= needs the backend's socket path".into());
+            }
+            "socket" => socket = Some(PathBuf::from(value)),
+            "readonly" | "ro" => disk.readonly = true,
+            "reconnect" => disk.reconnect = true,
+            "queues" => {
+                disk.queues = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_QUEUES).contains(n))
+                    .ok_or_else(|| {
+                        format!("queues={value}: expected a number from 1 to {MAX_QUEUES}")
+                    })?
+            }
+            _ => {
+                return Err(format!(
+                    "unknown key {part:?}: expected socket=PATH, readonly, queues=N or reconnect"
+                ));
+            }
+        }
+    }
+    disk.socket = socket.ok_or("give socket=PATH, the backend's Unix socket")?;
+    Ok(disk)
+}
+
 fn config_from(args: &RunArgs) -> VmConfig {
     let kernel = match &args.kernel {
         Some(path) => KernelSource::File(path.clone()),
@@ -48,6 +88,7 @@ fn config_from(args: &RunArgs) -> VmConfig {
         vcpus: args.cpus,
         cmdline: args.cmdline.clone(),
         serial: serial_output(&args.serial),
+        disks: args.disks.clone(),
     }
 }
 
@@ -123,6 +164,38 @@ fn peak_rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_specs() {
+        let disk = parse_disk("socket=/run/a.sock,readonly,queues=2,reconnect").unwrap();
+        assert_eq!(
+            disk,
+            DiskConfig {
+                socket: PathBuf::from("/run/a.sock"),
+                readonly: true,
+                queues: 2,
+                reconnect: true
+            }
+        );
+        assert_eq!(parse_disk("socket=x").unwrap().queues, 1);
+        assert!(parse_disk("readonly").unwrap_err().contains("socket=PATH"));
+        assert!(
+            parse_disk("socket=x,queues=0")
+                .unwrap_err()
+                .contains("queues=0")
+        );
+        assert!(
+            parse_disk("socket=x,queues=99")
+                .unwrap_err()
+                .contains("1 to 16")
+        );
+        assert!(
+            parse_disk("socket=x,cache=none")
+                .unwrap_err()
+                .contains("cache=none")
+        );
+        assert!(parse_disk("socket=").unwrap_err().contains("socket path"));
+    }
 
     #[test]
     fn serial_destinations() {

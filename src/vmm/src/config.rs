@@ -2,6 +2,9 @@
 
 use crate::boot::KernelSource;
 use crate::devices::SerialOutput;
+pub use crate::devices::vhost_user_blk::DiskConfig;
+use crate::devices::vhost_user_blk::MAX_QUEUES;
+use crate::layout::MAX_VIRTIO_MMIO_DEVICES;
 
 /// Smallest guest Strata starts: boot data below 1 MiB plus a kernel above it.
 pub const MIN_MEMORY_MIB: u64 = 2;
@@ -21,6 +24,8 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Where the serial console goes.
     pub serial: SerialOutput,
+    /// vhost-user-blk disks, in the order the guest finds them.
+    pub disks: Vec<DiskConfig>,
 }
 
 /// A configuration value is out of range.
@@ -34,6 +39,10 @@ pub enum ConfigError {
     NoVcpus,
     #[error("--cpus {requested} is more than the {max} vCPUs this host's KVM allows")]
     TooManyVcpus { requested: u32, max: u32 },
+    #[error("{0} --disk options: at most {MAX_VIRTIO_MMIO_DEVICES} disks fit")]
+    TooManyDisks(usize),
+    #[error("--disk {socket}: queues={queues} is out of range: 1 to {MAX_QUEUES}")]
+    DiskQueues { socket: String, queues: u16 },
 }
 
 impl VmConfig {
@@ -56,6 +65,19 @@ impl VmConfig {
             return Err(ConfigError::TooManyVcpus {
                 requested: self.vcpus,
                 max,
+            });
+        }
+        if self.disks.len() > MAX_VIRTIO_MMIO_DEVICES {
+            return Err(ConfigError::TooManyDisks(self.disks.len()));
+        }
+        if let Some(disk) = self
+            .disks
+            .iter()
+            .find(|d| d.queues == 0 || d.queues > MAX_QUEUES)
+        {
+            return Err(ConfigError::DiskQueues {
+                socket: disk.socket.display().to_string(),
+                queues: disk.queues,
             });
         }
         Ok(())
@@ -98,6 +120,7 @@ mod tests {
             vcpus,
             cmdline: String::new(),
             serial: SerialOutput::Null,
+            disks: Vec::new(),
         }
     }
 

@@ -14,6 +14,8 @@
 //!              |            ...              |
 //!  0xc000_0000 +-----------------------------+ MMIO_GAP_START (if RAM is that large)
 //!              | MMIO for devices (1 GiB)    |
+//!  0xd000_0000 |   virtio-mmio disks, 4 KiB  |  VIRTIO_MMIO_BASE, IRQ 5, 6, ...
+//!  0xfffb_d000 |   KVM TSS (3 pages)         |
 //! 0x1_0000_0000+-----------------------------+
 //!              | RAM above 4 GiB             |  "ram-high" region / KVM slot 1
 //!              +-----------------------------+
@@ -56,6 +58,19 @@ pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of that gap; RAM beyond the gap resumes here.
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 
+/// Guest address of the TSS pages KVM needs on Intel hosts: three pages just
+/// below the BIOS area at the top of 4 GiB, above every device.
+pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
+/// Guest address of the first virtio-mmio device; the next ones follow at
+/// [`VIRTIO_MMIO_SIZE`](crate::devices::virtio_mmio::VIRTIO_MMIO_SIZE) steps,
+/// inside the MMIO gap.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// Interrupt (IOAPIC pin / GSI) of the first virtio-mmio device; the next
+/// ones take the following pins. COM1 has pin 4.
+pub const VIRTIO_MMIO_FIRST_GSI: u32 = 5;
+/// Most virtio-mmio devices: pins 5 to 20 of the 24-pin IOAPIC.
+pub const MAX_VIRTIO_MMIO_DEVICES: usize = 16;
+
 // The boot structures must not overlap; checked when the crate compiles.
 const _: () = assert!(BOOT_IDT_ADDR >= BOOT_GDT_ADDR + 4 * 8);
 const _: () = assert!(PVH_START_INFO_ADDR + 56 <= PVH_MEMMAP_ADDR);
@@ -64,6 +79,11 @@ const _: () = assert!(ZERO_PAGE_ADDR + 4096 <= BOOT_STACK_POINTER);
 const _: () = assert!(BOOT_STACK_POINTER < BOOT_PML4_ADDR);
 const _: () = assert!(BOOT_PD_ADDR + 4096 <= CMDLINE_ADDR);
 const _: () = assert!(CMDLINE_ADDR + CMDLINE_CAPACITY as u64 <= EBDA_START);
+const _: () = assert!(
+    VIRTIO_MMIO_BASE >= MMIO_GAP_START
+        && VIRTIO_MMIO_BASE + 0x1000 * MAX_VIRTIO_MMIO_DEVICES as u64 <= KVM_TSS_ADDRESS
+);
+const _: () = assert!(VIRTIO_MMIO_FIRST_GSI + MAX_VIRTIO_MMIO_DEVICES as u32 <= 24);
 
 /// A range of guest RAM, named so the VMM can treat regions separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

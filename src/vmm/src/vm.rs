@@ -35,18 +35,17 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{LoadKernelError, load_kernel};
 use crate::config::{ConfigError, VmConfig, host_memory_mib};
-use crate::devices::{DebugExit, PioBus, PioOverlap, SerialConsole, SerialOutputError};
+use crate::devices::vhost_user_blk::watch::{self, SharedDisk};
+use crate::devices::vhost_user_blk::{DiskConfig, DiskError, VhostUserBlk};
+use crate::devices::virtio_mmio::{VIRTIO_MMIO_SIZE, VirtioMmio};
+use crate::devices::{BusOverlap, DebugExit, MmioBus, PioBus, SerialConsole, SerialOutputError};
 use crate::events::{VmmEvents, VmmWake, termination_signalfd};
 use crate::kvm::{KvmOpenError, open_kvm};
-use crate::layout::ram_ranges;
+use crate::layout::{KVM_TSS_ADDRESS, VIRTIO_MMIO_BASE, VIRTIO_MMIO_FIRST_GSI, ram_ranges};
 use crate::memory::{GuestMemoryError, GuestRam};
 use crate::vcpu::{
     CrashKind, RegisterDump, VcpuSetupError, VcpuShared, VcpuStop, create_vcpus, run_vcpu,
 };
-
-/// Guest address of the TSS pages KVM needs on Intel hosts: three pages just
-/// below the BIOS area at the top of 4 GiB, outside RAM and the MMIO gap's use.
-const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
 /// Why a VM could not be started (or the VMM failed while running it).
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +68,11 @@ pub enum VmError {
     #[error(transparent)]
     Serial(#[from] SerialOutputError),
     #[error(transparent)]
-    Bus(#[from] PioOverlap),
+    Bus(#[from] BusOverlap),
     #[error(transparent)]
     Vcpu(#[from] VcpuSetupError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     #[error("cannot set up the VMM's {what}: {source}")]
     Host {
         what: &'static str,
@@ -135,12 +136,16 @@ pub fn run_vm(config: &VmConfig) -> Result<VmReport, VmError> {
     let vm = create_vm(&kvm)?;
     let ram = GuestRam::new(&ram_ranges(config.memory_bytes()))?;
     ram.register_with(&vm)?;
-    let entry = load_kernel(ram.memory(), ram.size(), &config.kernel, &config.cmdline)?;
+    let disks = attach_disks(&vm, &ram, &config.disks)?;
+    let cmdline = kernel_cmdline(&config.cmdline, &disks);
+    let entry = load_kernel(ram.memory(), ram.size(), &config.kernel, &cmdline)?;
     let bus = Arc::new(build_bus(&vm, config)?);
+    let mmio = Arc::new(build_mmio_bus(&disks)?);
     let vcpus = create_vcpus(&kvm, &vm, ram.memory(), config.vcpus, entry)?;
 
     let shared = VcpuShared {
         bus,
+        mmio,
         stop: Arc::new(AtomicBool::new(false)),
         first_io_ns: Arc::new(AtomicU64::new(0)),
     };
@@ -156,6 +161,16 @@ pub fn run_vm(config: &VmConfig) -> Result<VmReport, VmError> {
     let mut event_manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
         EventManager::new().map_err(VmError::EventLoop)?;
     event_manager.add_subscriber(events.clone());
+
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watchers = disks
+        .iter()
+        .map(|disk| watch::spawn(disk.device.clone(), watch_stop.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| VmError::Host {
+            what: "disk watcher thread",
+            source,
+        })?;
 
     let (stops_tx, stops_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(vcpus.len());
@@ -205,6 +220,10 @@ pub fn run_vm(config: &VmConfig) -> Result<VmReport, VmError> {
         },
     };
     stop_vcpus(&shared.stop, threads);
+    watch_stop.store(true, Ordering::Release);
+    for watcher in watchers {
+        let _ = watcher.join();
+    }
     let first_io_ns = match shared.first_io_ns.load(Ordering::Relaxed) {
         0 => None,
         ns => Some(ns),
@@ -219,7 +238,7 @@ pub fn run_vm(config: &VmConfig) -> Result<VmReport, VmError> {
 fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
     let step = |step| move |source| VmError::VmSetup { step, source };
     let vm = kvm.create_vm().map_err(step("create a VM"))?;
-    vm.set_tss_address(KVM_TSS_ADDRESS)
+    vm.set_tss_address(KVM_TSS_ADDRESS as usize)
         .map_err(step("set the TSS address"))?;
     vm.create_irq_chip()
         .map_err(step("create the in-kernel irqchip"))?;
@@ -255,6 +274,56 @@ fn build_bus(vm: &VmFd, config: &VmConfig) -> Result<PioBus, VmError> {
         Arc::new(Mutex::new(DebugExit)),
     )?;
     Ok(bus)
+}
+
+/// A disk on the MMIO bus.
+struct AttachedDisk {
+    device: SharedDisk,
+    base: u64,
+    gsi: u32,
+}
+
+/// Connects every disk to its backend and places it on the MMIO bus's map.
+fn attach_disks(
+    vm: &VmFd,
+    ram: &GuestRam,
+    disks: &[DiskConfig],
+) -> Result<Vec<AttachedDisk>, VmError> {
+    let mut attached = Vec::with_capacity(disks.len());
+    for (index, (config, gsi)) in disks.iter().zip(VIRTIO_MMIO_FIRST_GSI..).enumerate() {
+        let base = VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE * index as u64;
+        let device = VhostUserBlk::new(index, config.clone(), ram.memory().clone(), vm, base, gsi)?;
+        let label = device.label();
+        let transport = VirtioMmio::new(device, ram.memory().clone(), label);
+        attached.push(AttachedDisk {
+            device: Arc::new(Mutex::new(transport)),
+            base,
+            gsi,
+        });
+    }
+    Ok(attached)
+}
+
+fn build_mmio_bus(disks: &[AttachedDisk]) -> Result<MmioBus, VmError> {
+    let mut bus = MmioBus::default();
+    for disk in disks {
+        bus.insert(disk.base, VIRTIO_MMIO_SIZE, disk.device.clone())?;
+    }
+    Ok(bus)
+}
+
+/// The user's command line plus a `virtio_mmio.device=` word per disk.
+fn kernel_cmdline(user: &str, disks: &[AttachedDisk]) -> String {
+    let mut cmdline = user.trim().to_string();
+    for disk in disks {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&VirtioMmio::<VhostUserBlk>::cmdline_word(
+            disk.base, disk.gsi,
+        ));
+    }
+    cmdline
 }
 
 fn spawn_vcpu(

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::dump::RegisterDump;
-use crate::devices::{PioAction, PioBus};
+use crate::devices::{MmioBus, PioAction, PioBus};
 
 /// `kvm_run.internal.suberror` values (linux/kvm.h).
 const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
@@ -19,6 +19,8 @@ const KVM_INTERNAL_ERROR_DELIVERY_EV: u32 = 3;
 pub struct VcpuShared {
     /// The port-I/O devices.
     pub bus: Arc<PioBus>,
+    /// The MMIO devices.
+    pub mmio: Arc<MmioBus>,
     /// Set by the VMM to ask every vCPU to leave its loop.
     pub stop: Arc<AtomicBool>,
     /// CLOCK_MONOTONIC nanoseconds of the guest's first port access; 0 until then.
@@ -136,12 +138,15 @@ pub fn run_vcpu(index: u32, vcpu: &mut VcpuFd, shared: &VcpuShared) -> VcpuStop 
                 shared.bus.read(port, data);
                 continue;
             }
-            // No MMIO devices yet: reads float high, writes are dropped.
-            Ok(VcpuExit::MmioRead(_, data)) => {
-                data.fill(0xff);
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                shared.mmio.read(addr, data);
                 continue;
             }
-            Ok(VcpuExit::MmioWrite(..) | VcpuExit::Intr) => continue,
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                shared.mmio.write(addr, data);
+                continue;
+            }
+            Ok(VcpuExit::Intr) => continue,
             Ok(VcpuExit::Shutdown) => CrashKind::TripleFault,
             Ok(VcpuExit::InternalError) => CrashKind::InternalError {
                 suberror: internal_suberror(vcpu),
