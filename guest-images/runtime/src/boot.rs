@@ -7,8 +7,10 @@
 //! of the [`StartInfo`]. The stub then, without touching `ebx`:
 //!
 //! 1. points CR3 at the image's own page tables, which were filled in at
-//!    build time (`.data.boot_pagetables`): the first 1 GiB is identity-mapped
-//!    with 2 MiB pages, read/write, executable, nothing above it is mapped;
+//!    build time (`.data.boot_pagetables`): the first 4 GiB are
+//!    identity-mapped with 2 MiB pages, read/write, executable; the top GiB
+//!    (the device hole at 3-4 GiB) uncached. Nothing above is mapped until
+//!    [`paging::map_device`](crate::paging::map_device) maps it;
 //! 2. loads its own GDT (null, 64-bit code at 0x08, flat data at 0x10), sets
 //!    CR4.PAE, CR3, EFER.LME, CR0.PG, and far-jumps into 64-bit code;
 //! 3. loads the data segments, points `rsp` at the 16 KiB stack, zeroes
@@ -20,9 +22,9 @@ use crate::serial;
 use strata_guest_abi::exit_code;
 use strata_guest_abi::pvh::{START_INFO_MAGIC, StartInfo, XEN_ELFNOTE_PHYS32_ENTRY};
 
-/// End of the identity-mapped guest-physical memory: boot information must
-/// lie below it.
-pub const IDENTITY_MAPPED_END: u64 = 1 << 30;
+/// End of the guest-physical memory identity-mapped at boot: boot
+/// information must lie below it.
+pub const IDENTITY_MAPPED_END: u64 = crate::paging::BOOT_MAPPED_END;
 
 /// The longest command line accepted, including its terminating NUL.
 pub const MAX_CMDLINE_LEN: u64 = 4096;
@@ -46,11 +48,13 @@ core::arch::global_asm!(
     .balign 4
     .popsection
     "#,
-    // The page tables, complete at build time: PML4[0] -> PDPT, PDPT[0] -> PD,
-    // PD[i] -> i * 2 MiB (present, writable, 2 MiB page). The loader copies
-    // them with the image, which costs the guest nothing, where building them
-    // at run time costs thousands of emulated instructions on an emulating
-    // KVM.
+    // The page tables, complete at build time: PML4[0] -> PDPT,
+    // PDPT[g] -> the g-th PD (g < 4), PD entry i -> i * 2 MiB (present,
+    // writable, 2 MiB page; in the 4th GiB also cache-disabled and
+    // write-through, i.e. uncached, as that is where device registers are).
+    // The loader copies them with the image, which costs the guest nothing,
+    // where building them at run time costs thousands of emulated
+    // instructions on an emulating KVM.
     r#"
     .pushsection .data.boot_pagetables, "aw", @progbits
     .balign 4096
@@ -59,12 +63,19 @@ __boot_pml4:
     .quad __boot_pdpt + 0x3
     .fill 511, 8, 0
 __boot_pdpt:
-    .quad __boot_pd + 0x3
-    .fill 511, 8, 0
+    .quad __boot_pd + 0x0003
+    .quad __boot_pd + 0x1003
+    .quad __boot_pd + 0x2003
+    .quad __boot_pd + 0x3003
+    .fill 508, 8, 0
 __boot_pd:
     .set .Lpage, 0
-    .rept 512
+    .rept 1536
     .quad (.Lpage << 21) | 0x83
+    .set .Lpage, .Lpage + 1
+    .endr
+    .rept 512
+    .quad (.Lpage << 21) | 0x9b
     .set .Lpage, .Lpage + 1
     .endr
     .popsection
@@ -164,9 +175,9 @@ impl BootError {
     /// A one-line description.
     pub fn message(self) -> &'static str {
         match self {
-            Self::StartInfoAddress => "PVH StartInfo address is null, misaligned or above 1 GiB",
+            Self::StartInfoAddress => "PVH StartInfo address is null, misaligned or above 4 GiB",
             Self::Magic => "PVH StartInfo magic mismatch",
-            Self::Cmdline => "command line is above 1 GiB or not NUL-terminated",
+            Self::Cmdline => "command line is above 4 GiB or not NUL-terminated",
         }
     }
 }
@@ -232,7 +243,7 @@ unsafe extern "Rust" {
 /// Validates the boot information and returns the command line.
 fn boot_cmdline(start_info_paddr: u64) -> Result<&'static [u8], BootError> {
     // SAFETY: the VMM put the `StartInfo` in guest memory and the stub
-    // identity-mapped the first 1 GiB; `read_start_info` checks the address.
+    // identity-mapped the first 4 GiB; `read_start_info` checks the address.
     let info = unsafe { read_start_info(start_info_paddr) }?;
     // SAFETY: the VMM put the command line in guest memory and never writes it
     // again; `read_cmdline` checks that what it reads is identity-mapped.

@@ -11,6 +11,14 @@ pub fn find<'a>(cmdline: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     })
 }
 
+/// Returns the values of every `key=value` word of `cmdline`, in order.
+pub fn find_all<'a>(cmdline: &'a [u8], key: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    cmdline.split(|&byte| byte == b' ').filter_map(move |word| {
+        let rest = word.strip_prefix(key)?;
+        rest.strip_prefix(b"=")
+    })
+}
+
 /// Tells whether `word` appears on its own among the words of `cmdline`.
 pub fn has_word(cmdline: &[u8], word: &[u8]) -> bool {
     cmdline.split(|&byte| byte == b' ').any(|w| w == word)

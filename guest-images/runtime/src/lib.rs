@@ -19,9 +19,15 @@
 //! rest:
 //!
 //! * [`boot`]: the PVH entry. A `.note.Xen` ELF note of type
-//!   `XEN_ELFNOTE_PHYS32_ENTRY` names a 32-bit stub that builds page tables
-//!   identity-mapping the first 1 GiB, enters 64-bit long mode, zeroes `.bss`,
+//!   `XEN_ELFNOTE_PHYS32_ENTRY` names a 32-bit stub that loads page tables
+//!   identity-mapping the first 4 GiB, enters 64-bit long mode, zeroes `.bss`,
 //!   validates the PVH `StartInfo` and reads the kernel command line.
+//! * [`paging`]: maps device registers above 4 GiB (a 64-bit PCI BAR).
+//!   Every other address is its own physical address, so pointers to
+//!   statics are DMA addresses.
+//! * [`pci`]: PCI configuration space of bus 0 through ports 0xCF8/0xCFC.
+//! * [`virtio`]: virtio-mmio and modern virtio-pci transports, a polled split
+//!   virtqueue, and [`virtio::blk::VirtioBlk`], a virtio-blk driver.
 //! * [`serial`]: output on the COM1 16550 UART, with no `core::fmt` (its
 //!   precompiled code uses SSE, which the guests must not contain).
 //! * [`exit`]: ends the VM through the `isa-debug-exit` port.
@@ -31,9 +37,13 @@
 //!   [`exit_code::PANIC`](strata_guest_abi::exit_code::PANIC).
 //!
 //! Memory layout (see `link.ld`): the image is linked and loaded at 1 MiB,
-//! physical == virtual. Page tables (3 pages) and a 16 KiB stack follow
-//! `.bss`. Only the first 1 GiB of guest-physical memory is mapped, so the
-//! boot information the VMM passes must lie below 1 GiB.
+//! physical == virtual. The boot page tables (6 pages) start `.data`; `.dma`
+//! (device rings and buffers, spare page tables: zero-filled by the loader,
+//! not cleared again at boot), `.bss` and a 16 KiB stack follow. The first
+//! 4 GiB of guest-physical memory are identity-mapped (the 3-4 GiB device
+//! hole uncached), so the boot information the VMM passes must lie below
+//! 4 GiB; device registers above are mapped on demand by
+//! [`paging::map_device`].
 //!
 //! The guests run on an emulating nested KVM where each instruction costs
 //! about a microsecond and SSE is fatal, so everything here is small and
@@ -44,7 +54,10 @@ pub mod boot;
 pub mod cmdline;
 mod io;
 mod mem;
+pub mod paging;
+pub mod pci;
 pub mod serial;
+pub mod virtio;
 
 pub use strata_guest_abi as abi;
 

@@ -2,7 +2,7 @@
 //!
 //! Bytes are written exactly as given (no `\n` to `\r\n` translation).
 //! There is deliberately no `core::fmt` support: its precompiled code uses
-//! SSE. Print numbers with [`write_u64`].
+//! SSE. Print numbers with [`write_u64`] and [`write_hex_u64`].
 
 use crate::io::{inb, outb};
 use strata_guest_abi::SERIAL_COM1_PORT;
@@ -83,4 +83,16 @@ pub fn write_u64(value: u64) {
         }
     }
     write_bytes(digits.get(start..).unwrap_or_default());
+}
+
+/// Writes `value` as 16 lower-case hexadecimal digits, leading zeros included.
+pub fn write_hex_u64(value: u64) {
+    let mut digits = [0u8; 16];
+    let mut rest = value;
+    for slot in digits.iter_mut().rev() {
+        // `rest & 0xf` is below 16, so it indexes the table.
+        *slot = b"0123456789abcdef"[(rest & 0xf) as usize];
+        rest >>= 4;
+    }
+    write_bytes(&digits);
 }

@@ -9,7 +9,9 @@
 //! runs unchanged under Strata and under `qemu-system-x86_64`.
 #![no_std]
 
+pub mod blkcheck;
 pub mod pvh;
+pub mod virtio_mmio;
 
 /// I/O port base of the first 16550 UART (COM1). Eight registers follow it.
 pub const SERIAL_COM1_PORT: u16 = 0x3f8;
@@ -40,4 +42,41 @@ pub mod exit_code {
     pub const PANIC: u8 = 101;
     /// The guest was started without valid PVH boot information.
     pub const BAD_BOOT_INFO: u8 = 102;
+
+    // The codes of the device-testing images (`blkcheck`). All stay below
+    // 128, so that QEMU's `(code << 1) | 1` still fits an exit status.
+
+    /// No device of the kind the guest looks for was found.
+    pub const NO_DEVICE: u8 = 110;
+    /// The device misbehaved or failed a request it should have served
+    /// (bad registers, refused features, a timeout, an error status).
+    pub const DEVICE_ERROR: u8 = 111;
+    /// The device worked, but not as expected: data read back differs from
+    /// what was written, or a read-only disk accepted a write.
+    pub const MISMATCH: u8 = 112;
+    /// The guest's command line is malformed or asks for the impossible
+    /// (a range past the end of the disk, a write to a read-only disk).
+    pub const BAD_ARGS: u8 = 113;
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::exit_code::*;
+
+    #[test]
+    fn exit_codes_are_distinct_and_fit_a_qemu_status() {
+        let codes = [
+            SUCCESS,
+            PANIC,
+            BAD_BOOT_INFO,
+            NO_DEVICE,
+            DEVICE_ERROR,
+            MISMATCH,
+            BAD_ARGS,
+        ];
+        for (i, code) in codes.iter().enumerate() {
+            assert!(crate::qemu_exit_status(*code) < 256);
+            assert!(codes[i + 1..].iter().all(|other| other != code));
+        }
+    }
 }

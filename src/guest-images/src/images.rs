@@ -5,4 +5,4 @@
 /// [`image_path`]`(name)`, that is `<target dir>/guest-images/<name>.elf`.
 ///
 /// [`image_path`]: crate::image_path
-pub const IMAGE_NAMES: &[&str] = &["hello", "triple-fault", "popcnt"];
+pub const IMAGE_NAMES: &[&str] = &["hello", "triple-fault", "popcnt", "blkcheck"];

@@ -23,10 +23,13 @@
 //! | `hello`        | `Hello from a Strata guest!` / `cmdline: <cmdline>`  | exits 0, or `N` given `exit=N`    |
 //! | `triple-fault` | `triple-fault: loading an empty IDT and raising #UD` | triple-faults (VM shutdown)       |
 //! | `popcnt`       | `popcnt: executing popcnt` / `popcnt: survived`      | exits 0 (if `popcnt` could run)   |
+//! | `blkcheck`     | `blkcheck: disk ...`, `blkcheck: sum ...`, ...       | exits 0 with `blkcheck: done`     |
 //!
 //! Exit codes go to the `isa-debug-exit` port (`strata_guest_abi::DEBUG_EXIT_PORT`);
 //! a panicking guest prints `panic: <file>:<line>` and exits with 101, a guest
-//! given bad PVH boot information exits with 102.
+//! given bad PVH boot information exits with 102. `blkcheck` checks a
+//! virtio-blk disk (see `strata_guest_abi::blkcheck` for its contract) and
+//! fails with 110-113 (`strata_guest_abi::exit_code`).
 //!
 //! [`HELLO_ELF`] and the other constants embed the images in the binary that
 //! uses them; [`image_path`] names the file, for tools such as QEMU.
@@ -45,6 +48,9 @@ pub const TRIPLE_FAULT_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tr
 
 /// The `popcnt` image, embedded.
 pub const POPCNT_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/popcnt.elf"));
+
+/// The `blkcheck` image, embedded.
+pub const BLKCHECK_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/blkcheck.elf"));
 
 /// The directory holding the images: `<target dir>/guest-images`.
 pub fn images_dir() -> PathBuf {
@@ -77,6 +83,7 @@ mod tests {
             ("hello", HELLO_ELF),
             ("triple-fault", TRIPLE_FAULT_ELF),
             ("popcnt", POPCNT_ELF),
+            ("blkcheck", BLKCHECK_ELF),
         ] {
             let file = std::fs::read(image_path(name)).unwrap();
             assert!(file == bytes, "{name}.elf differs from the embedded copy");

@@ -14,7 +14,12 @@
 //! The guest runs under TCG, not KVM: it needs no `/dev/kvm` and boots the
 //! same everywhere, in a few seconds. The records it prints are described in
 //! `tests/linux/guest-init.sh`.
+//!
+//! [`blkcheck`] is the host side of the bare-metal `blkcheck` guest image
+//! (checksums, write pattern, its serial output parsed), for tests that run
+//! it under QEMU, Cloud Hypervisor or Strata's own VMM.
 
+pub mod blkcheck;
 mod data;
 mod guest;
 mod kit;

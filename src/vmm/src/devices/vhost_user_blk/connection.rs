@@ -188,6 +188,9 @@ impl Connection {
         kicks: &[EventFd],
         resume: bool,
     ) -> Result<(), vhost::Error> {
+        // The guest may have accepted `RO` that Strata added (`readonly`);
+        // the backend only hears of features it offered.
+        let features = features & self.backend_features;
         self.frontend
             .set_features(features | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits())?;
         let regions = memory

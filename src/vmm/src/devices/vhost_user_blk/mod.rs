@@ -147,6 +147,10 @@ impl VhostUserBlk {
             config_space[CONFIG_NUM_QUEUES_OFFSET..CONFIG_NUM_QUEUES_OFFSET + 2]
                 .copy_from_slice(&config.queues.to_le_bytes());
         }
+        log::debug!(
+            "disk {index}: backend features {:#x}, offered {features:#x}, config {config_space:02x?}",
+            connection.backend_features
+        );
         Ok(Self {
             index,
             config,
