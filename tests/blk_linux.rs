@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::store::{Server, Store};
-use strata_storage::{Access, BlockSource, Image};
+use strata_storage::format::ParentKind;
+use strata_storage::{Access, BlockSource, Image, LayerFile, ParentSpec};
 use strata_testkit::{LinuxGuestKit, QemuVhostUserBlk, host_sha256};
 
 const MIB: u64 = 1 << 20;
@@ -191,6 +192,171 @@ fn backend_restart_and_the_next_client() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.sum("vda", offset, len), Some(written.as_str()));
     server.stop();
+}
+
+/// A disk served with `direct` (O_DIRECT) and `poll=50`: the guest reads the
+/// golden bytes through direct reads of the base and writes through direct
+/// copy-ups into the top layer; any kick lost by the polling worker would
+/// hang the guest. Its files live in Cargo's scratch directory, since the
+/// system's temporary directory may be tmpfs, which has no direct I/O.
+#[test]
+fn linux_guest_on_a_direct_polled_disk() {
+    let kit = kit();
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(scratch).unwrap();
+    let dir = tempfile::tempdir_in(scratch).unwrap();
+    let raw = dir.path().join("golden.raw");
+    golden(&raw, 32 * MIB);
+    let golden_sum = host_sha256(&raw, 0, 32 * MIB).unwrap();
+    let top = dir.path().join("top.layer");
+    let parent = ParentSpec {
+        kind: ParentKind::Raw,
+        id: Default::default(),
+        size: 32 * MIB,
+        location: "golden.raw".into(),
+    };
+    LayerFile::create(&top, 32 * MIB, 64 << 10, Some(&parent)).unwrap();
+
+    let socket = dir.path().join("d.sock");
+    let store = Store::new();
+    let server = Server::start(
+        &store,
+        &[format!(
+            "path={},socket={},queues=2,direct,poll=50",
+            top.display(),
+            socket.display()
+        )],
+    );
+    // Unaligned to the 64 KiB block at both ends: copy-ups merge old bytes.
+    let (offset, len) = (5 * MIB + 4096, 192 * 1024 + 512);
+    let mut guest = QemuVhostUserBlk::new(&kit)
+        .disk(&socket)
+        .num_queues(2)
+        .append(&format!(
+            "strata.test=sums,write strata.wr={offset}:{len} strata.pattern=3c"
+        ))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = guest
+        .finish(GUEST_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    server.stop();
+
+    assert_eq!(
+        report.sum("vda", 0, 32 * MIB),
+        Some(golden_sum.as_str()),
+        "the guest read other bytes than the golden image's"
+    );
+    assert_eq!(report.wrote.len(), 1);
+    let image = Image::open(&top, Access::ReadOnly).unwrap();
+    let mut buf = vec![0u8; len as usize + 2 * 4096];
+    image.read_at(offset - 4096, &mut buf).unwrap();
+    let mut expected = std::fs::read(&raw).unwrap()
+        [(offset - 4096) as usize..(offset + len + 4096) as usize]
+        .to_vec();
+    expected[4096..4096 + len as usize].fill(0x3c);
+    assert!(
+        buf == expected,
+        "the guest's write, or the bytes around it, are wrong"
+    );
+    assert_eq!(host_sha256(&raw, 0, 32 * MIB).unwrap(), golden_sum);
+}
+
+/// The pid of the `strata blk serve` whose command line names `socket`.
+fn serve_pid(socket: &Path) -> u32 {
+    let needle = socket.to_str().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                let cmd = String::from_utf8_lossy(&cmd);
+                cmd.contains("blk\0serve") && cmd.contains(needle)
+            })
+        })
+        .unwrap_or_else(|| panic!("no strata blk serve for {needle}"))
+}
+
+/// How many descriptors of process `pid` name `path`.
+fn fds_naming(pid: u32, path: &Path) -> usize {
+    let target = path.canonicalize().unwrap();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|link| *link == target)
+        .count()
+}
+
+/// Four disks in one process: two on an imported golden layer, two on a raw
+/// golden file. Each shared base is open once, whatever the disk count.
+#[test]
+fn disks_served_together_open_their_shared_bases_once() {
+    let store = Store::new();
+    let raw = store.path("golden.raw");
+    golden(&raw, 16 * MIB);
+    store.image(&["import", "golden", raw.to_str().unwrap()]);
+    for (name, from) in [
+        ("a", "--from"),
+        ("b", "--from"),
+        ("c", "--raw"),
+        ("d", "--raw"),
+    ] {
+        let base = if from == "--raw" {
+            raw.to_str().unwrap()
+        } else {
+            "golden"
+        };
+        store.image(&["create", name, from, base]);
+    }
+    let golden_layer = store.top("golden");
+    // `image info` cannot open an image while it is served.
+    let tops: Vec<_> = ["a", "b", "c", "d"].map(|n| store.top(n)).into();
+    let disks: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| {
+            format!(
+                "image={n},socket={}",
+                store.path(&format!("{n}.sock")).display()
+            )
+        })
+        .collect();
+    let server = Server::start(&store, &disks);
+    let pid = serve_pid(&store.path("a.sock"));
+    assert_eq!(fds_naming(pid, &golden_layer), 1, "the golden layer");
+    assert_eq!(fds_naming(pid, &raw), 1, "the golden raw file");
+    for top in &tops {
+        assert_eq!(fds_naming(pid, top), 1, "{}", top.display());
+    }
+    server.stop();
+}
+
+/// `direct` on a filesystem without direct I/O (tmpfs) is refused in one
+/// line naming the file, before anything is served.
+#[test]
+fn direct_io_on_tmpfs_is_refused_in_one_line() {
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipping: no /dev/shm");
+        return;
+    };
+    let top = dir.path().join("top.layer");
+    LayerFile::create(&top, 16 * MIB, 64 << 10, None).unwrap();
+    let out = common::run(common::strata().args([
+        "blk",
+        "serve",
+        "--disk",
+        &format!(
+            "path={},socket={},direct",
+            top.display(),
+            dir.path().join("s.sock").display()
+        ),
+    ]));
+    common::assert_one_line_error(
+        &out,
+        &[
+            &top.display().to_string(),
+            "this filesystem does not support direct I/O (O_DIRECT)",
+        ],
+    );
 }
 
 /// Scattered reads, like a boot: 48 runs of 128 KiB across the first `span` bytes.

@@ -4,10 +4,12 @@
 //! shares nothing with the others on the I/O path but the [`Disk`], whose
 //! implementations do not serialise queues. With EVENT_IDX the worker
 //! re-checks the ring after re-enabling notifications, so no request that
-//! arrives meanwhile is missed.
+//! arrives meanwhile is missed. With a polling budget the worker spins on
+//! the ring for a while after draining it ([`crate::poll`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
@@ -21,6 +23,7 @@ use vmm_sys_util::event::{
 use crate::config::{CONFIG_LEN, DiskConfig, config_space, device_features, read_config};
 use crate::disk::Disk;
 use crate::exec::execute;
+use crate::poll::{PolledRing, RingState, serve};
 use crate::request::{Descriptor, Rejection, parse};
 
 /// Offset of the `wce` byte in the configuration space.
@@ -39,6 +42,8 @@ struct Shared {
     exits: Vec<(EventConsumer, EventNotifier)>,
     /// Threads one queue may use for a large batch of requests.
     parallelism: usize,
+    /// How long a worker spins on its drained ring before sleeping.
+    poll: Duration,
 }
 
 /// A vhost-user-blk backend serving one disk.
@@ -47,12 +52,15 @@ pub struct BlkBackend(Arc<Shared>);
 
 impl BlkBackend {
     /// A backend for `disk` described by `config`, with `queue_size`
-    /// descriptors per queue and `serial` as its GET_ID answer.
+    /// descriptors per queue, `serial` as its GET_ID answer, and `poll` as
+    /// each queue's busy-polling budget (zero: sleep as soon as the ring is
+    /// empty).
     pub fn new(
         disk: Arc<dyn Disk>,
         config: DiskConfig,
         queue_size: u16,
         serial: &str,
+        poll: Duration,
     ) -> std::io::Result<Self> {
         let writeback = config.writeback;
         Self::build(
@@ -61,6 +69,7 @@ impl BlkBackend {
             queue_size,
             serial.as_bytes().to_vec(),
             writeback,
+            poll,
         )
     }
 
@@ -75,6 +84,7 @@ impl BlkBackend {
             self.0.queue_size,
             self.0.serial.clone(),
             writeback,
+            self.0.poll,
         )
     }
 
@@ -84,6 +94,7 @@ impl BlkBackend {
         queue_size: u16,
         serial: Vec<u8>,
         writeback: bool,
+        poll: Duration,
     ) -> std::io::Result<Self> {
         let exits = (0..config.num_queues)
             .map(|_| new_event_consumer_and_notifier(EventFlag::NONBLOCK))
@@ -98,6 +109,7 @@ impl BlkBackend {
             memory: RwLock::new(None),
             exits,
             parallelism: std::thread::available_parallelism().map_or(1, usize::from),
+            poll,
         })))
     }
 
@@ -172,8 +184,10 @@ impl BlkBackend {
         })
     }
 
+    /// Serves `vring` after a kick: drains it, spins on it for the polling
+    /// budget, and re-arms kicks before returning (see [`crate::poll`]).
     fn process_queue(&self, vring: &VringRwLock) -> std::io::Result<()> {
-        let Some(atomic) = self
+        let Some(memory) = self
             .0
             .memory
             .read()
@@ -182,47 +196,86 @@ impl BlkBackend {
         else {
             return Ok(());
         };
-        let mem = atomic.memory();
         let event_idx = self.0.event_idx.load(Ordering::Relaxed);
+        let mut ring = Ring {
+            backend: self,
+            vring,
+            memory,
+            event_idx,
+        };
+        serve(&mut ring, self.0.poll, event_idx, Instant::now)
+    }
+}
+
+/// One queue of a backend, as [`serve`] drives it.
+struct Ring<'a> {
+    backend: &'a BlkBackend,
+    vring: &'a VringRwLock,
+    memory: GuestMemoryAtomic<GuestMemoryMmap>,
+    event_idx: bool,
+}
+
+impl PolledRing for Ring<'_> {
+    fn suppress_kicks(&mut self) -> std::io::Result<()> {
+        self.vring
+            .disable_notification()
+            .map_err(std::io::Error::other)
+    }
+
+    fn drain(&mut self) -> std::io::Result<()> {
+        let mem = self.memory.memory();
+        let vring = self.vring;
         loop {
-            if event_idx {
-                vring
-                    .disable_notification()
-                    .map_err(std::io::Error::other)?;
+            // Take everything the driver has made available.
+            let mut batch = Vec::new();
+            while let Some(chain) = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem) {
+                let head = chain.head_index();
+                let descriptors: Vec<Descriptor> = chain
+                    .map(|d| Descriptor {
+                        addr: d.addr(),
+                        len: d.len(),
+                        writable: d.is_write_only(),
+                    })
+                    .collect();
+                batch.push((head, descriptors));
             }
-            loop {
-                // Take everything the driver has made available.
-                let mut batch = Vec::new();
-                while let Some(chain) = vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone())
-                {
-                    let head = chain.head_index();
-                    let descriptors: Vec<Descriptor> = chain
-                        .map(|d| Descriptor {
-                            addr: d.addr(),
-                            len: d.len(),
-                            writable: d.is_write_only(),
-                        })
-                        .collect();
-                    batch.push((head, descriptors));
-                }
-                if batch.is_empty() {
-                    break;
-                }
-                let used = self.serve_batch(&mem, &batch);
-                for ((head, _), len) in batch.iter().zip(used) {
-                    vring.add_used(*head, len).map_err(std::io::Error::other)?;
-                }
-                if !event_idx || vring.needs_notification().map_err(std::io::Error::other)? {
-                    vring.signal_used_queue()?;
-                }
-            }
-            if !event_idx || !vring.enable_notification().map_err(std::io::Error::other)? {
+            if batch.is_empty() {
                 return Ok(());
             }
+            let used = self.backend.serve_batch(&mem, &batch);
+            for ((head, _), len) in batch.iter().zip(used) {
+                vring.add_used(*head, len).map_err(std::io::Error::other)?;
+            }
+            if !self.event_idx || vring.needs_notification().map_err(std::io::Error::other)? {
+                vring.signal_used_queue()?;
+            }
         }
+    }
+
+    fn peek(&self) -> std::io::Result<RingState> {
+        let state = self.vring.get_ref();
+        let queue = state.get_queue();
+        if !queue.ready() || !state.is_enabled() {
+            return Ok(RingState::Stopped);
+        }
+        let avail = queue
+            .avail_idx(&*self.memory.memory(), Ordering::Acquire)
+            .map_err(std::io::Error::other)?;
+        Ok(if avail.0 == queue.next_avail() {
+            RingState::Empty
+        } else {
+            RingState::Pending
+        })
+    }
+
+    fn rearm_kicks(&mut self) -> std::io::Result<bool> {
+        self.vring
+            .enable_notification()
+            .map_err(std::io::Error::other)
+    }
+
+    fn stopped(&self) -> bool {
+        !self.vring.get_ref().get_queue().ready()
     }
 }
 
@@ -312,3 +365,6 @@ impl VhostUserBackend for BlkBackend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod disk;
 pub mod exec;
 pub mod image_disk;
+pub mod poll;
 pub mod readahead;
 pub mod request;
 pub mod serve;

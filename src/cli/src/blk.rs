@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use strata_blk::backend::BlkBackend;
 use strata_blk::config::DiskConfig;
 use strata_blk::image_disk::ImageDisk;
 use strata_blk::request::{DiskLimits, SECTOR_SIZE};
-use strata_storage::{Access, Image};
+use strata_storage::{Access, ChainOptions, Image, SharedMembers};
 
 use crate::exit::{ExitStatus, Failure};
 use crate::image::{StoreArgs, open_store};
@@ -19,6 +20,7 @@ Examples:
   strata blk serve --disk image=web1,socket=/run/web1.sock,queues=2 \\
                    --disk image=web2,socket=/run/web2.sock,readonly
   strata blk serve --disk path=/srv/layers/top.layer,socket=/tmp/disk.sock
+  strata blk serve --disk image=db,socket=/run/db.sock,queues=4,direct,poll=50
 
 Then, in QEMU:
   -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem
@@ -40,7 +42,10 @@ pub struct ServeArgs {
     store: StoreArgs,
     /// A disk to serve (repeatable): image=NAME or path=LAYER, then
     /// socket=PATH, and optionally readonly, queues=N, queue-size=N,
-    /// serial=TEXT, writethrough, readahead=on|off.
+    /// serial=TEXT, writethrough, readahead=on|off, direct (O_DIRECT: data
+    /// around the host page cache), poll=MICROS (0 to 10000: each queue
+    /// keeps polling its ring that long after it runs dry, before sleeping).
+    /// Disks served together open the layers they share once.
     #[arg(long = "disk", value_name = "SPEC", required = true)]
     disks: Vec<String>,
 }
@@ -56,7 +61,14 @@ struct DiskSpec {
     serial: Option<String>,
     writethrough: bool,
     readahead: bool,
+    /// Data I/O with O_DIRECT.
+    direct: bool,
+    /// Busy-polling budget per queue.
+    poll: Duration,
 }
+
+/// Longest busy-polling budget, in µs: a spinning queue holds a core.
+const POLL_MAX_US: u64 = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum DiskSource {
@@ -75,6 +87,8 @@ fn parse_spec(text: &str) -> Result<DiskSpec, String> {
         serial: None,
         writethrough: false,
         readahead: true,
+        direct: false,
+        poll: Duration::ZERO,
     };
     for part in text.split(',').filter(|p| !p.is_empty()) {
         let (key, value) = part.split_once('=').unwrap_or((part, ""));
@@ -91,12 +105,29 @@ fn parse_spec(text: &str) -> Result<DiskSpec, String> {
             "socket" => socket = Some(PathBuf::from(value)),
             "readonly" | "ro" => spec.read_only = true,
             "writethrough" => spec.writethrough = true,
-            "readahead" => {
-                spec.readahead = match value {
+            "readahead" | "direct" => {
+                let on = match value {
                     "on" | "" => true,
                     "off" => false,
-                    _ => return Err(format!("--disk readahead={value}: expected on or off")),
+                    _ => return Err(format!("--disk {key}={value}: expected on or off")),
+                };
+                if key == "direct" {
+                    spec.direct = on;
+                } else {
+                    spec.readahead = on;
                 }
+            }
+            "poll" => {
+                let micros = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= POLL_MAX_US)
+                    .ok_or_else(|| {
+                        format!(
+                            "--disk poll={value}: expected microseconds from 0 to {POLL_MAX_US}"
+                        )
+                    })?;
+                spec.poll = Duration::from_micros(micros);
             }
             "queues" => spec.queues = number(64)?,
             "queue-size" => {
@@ -129,7 +160,8 @@ struct Served {
     prefetch: Option<Vec<u64>>,
 }
 
-fn open_disk(spec: DiskSpec, store: &StoreArgs) -> Result<Served, Failure> {
+/// Opens `spec`'s image, sharing read-only layers through `shared`.
+fn open_disk(spec: DiskSpec, store: &StoreArgs, shared: &SharedMembers) -> Result<Served, Failure> {
     let (top, name) = match &spec.source {
         DiskSource::Path(path) => (path.clone(), path.display().to_string()),
         DiskSource::Image(name) => {
@@ -148,9 +180,14 @@ fn open_disk(spec: DiskSpec, store: &StoreArgs) -> Result<Served, Failure> {
     } else {
         Access::ReadWrite
     };
-    let image = Image::open(&top, access).map_err(|e| Failure(e.to_string()))?;
+    let options = ChainOptions {
+        direct: spec.direct,
+        shared: Some(shared),
+    };
+    let image = Image::open_with(&top, access, options).map_err(|e| Failure(e.to_string()))?;
     let traces = store.store.join("readahead");
-    let (disk, prefetch) = if spec.readahead && store.store.is_dir() {
+    // Look-ahead fills the page cache, which direct I/O does not read.
+    let (disk, prefetch) = if spec.readahead && !spec.direct && store.store.is_dir() {
         ImageDisk::with_readahead(image, &traces)
     } else {
         (ImageDisk::new(image), None)
@@ -179,7 +216,7 @@ fn open_disk(spec: DiskSpec, store: &StoreArgs) -> Result<Served, Failure> {
         .serial
         .clone()
         .unwrap_or_else(|| name.chars().take(20).collect());
-    let backend = BlkBackend::new(disk.clone(), config, spec.queue_size, &serial)
+    let backend = BlkBackend::new(disk.clone(), config, spec.queue_size, &serial, spec.poll)
         .map_err(|e| Failure(format!("cannot set up the backend for {name}: {e}")))?;
     Ok(Served {
         spec,
@@ -215,10 +252,16 @@ pub fn serve(args: &ServeArgs) -> Result<ExitStatus, Failure> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure)?;
     let signals = block_termination_signals();
+    let shared = SharedMembers::new();
     let served = specs
         .into_iter()
-        .map(|spec| open_disk(spec, &args.store))
+        .map(|spec| open_disk(spec, &args.store, &shared))
         .collect::<Result<Vec<_>, _>>()?;
+    log::info!(
+        "{} disks open; their read-only layers and bases are {} files, each open once",
+        served.len(),
+        shared.open_members()
+    );
     let (errors_tx, errors_rx) = std::sync::mpsc::channel();
     for disk in &served {
         let (name, backend, socket, errors) = (
@@ -264,7 +307,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitStatus, Failure> {
         if waiter.is_finished() {
             break None;
         }
-        if let Ok(message) = errors_rx.recv_timeout(std::time::Duration::from_millis(100)) {
+        if let Ok(message) = errors_rx.recv_timeout(Duration::from_millis(100)) {
             break Some(message);
         }
     };
@@ -312,6 +355,35 @@ mod tests {
             parse_spec("image=a,socket=/x,color=red")
                 .unwrap_err()
                 .contains("unknown key")
+        );
+    }
+
+    #[test]
+    fn direct_and_poll_parse() {
+        let plain = parse_spec("image=a,socket=/x").unwrap();
+        assert_eq!((plain.direct, plain.poll), (false, Duration::ZERO));
+        let spec = parse_spec("image=a,socket=/x,direct,poll=50").unwrap();
+        assert_eq!((spec.direct, spec.poll), (true, Duration::from_micros(50)));
+        assert!(!parse_spec("image=a,socket=/x,direct=off").unwrap().direct);
+        assert!(parse_spec("image=a,socket=/x,direct=on").unwrap().direct);
+        assert_eq!(
+            parse_spec("image=a,socket=/x,poll=10000").unwrap().poll,
+            Duration::from_millis(10)
+        );
+        assert_eq!(
+            parse_spec("image=a,socket=/x,poll=0").unwrap().poll,
+            Duration::ZERO
+        );
+        for bad in ["poll=10001", "poll=-1", "poll=fast", "poll="] {
+            let err = parse_spec(&format!("image=a,socket=/x,{bad}")).unwrap_err();
+            assert_eq!(
+                err,
+                format!("--disk {bad}: expected microseconds from 0 to 10000")
+            );
+        }
+        assert_eq!(
+            parse_spec("image=a,socket=/x,direct=yes").unwrap_err(),
+            "--disk direct=yes: expected on or off"
         );
     }
 }

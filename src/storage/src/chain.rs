@@ -8,17 +8,22 @@
 //! Each step checks that the parent found is the one the child recorded: the
 //! same layer id, the same size, the same block size; a chain that revisits a
 //! layer is a loop. Parent locations are absolute or relative to the child's
-//! directory.
+//! directory. Read-only members may be shared with other images of the
+//! process ([`crate::shared`]); data may bypass the page cache
+//! ([`crate::direct`]).
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::direct::{DataFile, DirectIoUnsupported, DirectOpenError};
 use crate::format::ParentKind;
 use crate::layer::{Access, LayerError, LayerFile};
 use crate::lock::{LockError, LockKind, lock};
+use crate::shared::SharedMembers;
 
 /// Deepest chain Strata opens.
 pub const MAX_CHAIN_DEPTH: usize = 1024;
@@ -28,19 +33,27 @@ pub const MAX_CHAIN_DEPTH: usize = 1024;
 pub struct RawBase {
     /// Its path.
     pub path: PathBuf,
-    /// The open file.
-    pub file: File,
+    /// The open file, as its data is read.
+    pub data: DataFile,
     /// Its size in bytes.
     pub size: u64,
 }
 
-/// One element of a chain.
+impl RawBase {
+    /// The open file (its buffered descriptor).
+    pub fn file(&self) -> &File {
+        self.data.file()
+    }
+}
+
+/// One element of a chain. Read-only members may be shared by several
+/// images ([`ChainOptions::shared`]).
 #[derive(Debug)]
 pub enum Member {
     /// A Strata layer.
-    Layer(Box<LayerFile>),
+    Layer(Arc<LayerFile>),
     /// A raw file (only ever the base).
-    Raw(RawBase),
+    Raw(Arc<RawBase>),
 }
 
 impl Member {
@@ -52,13 +65,27 @@ impl Member {
         }
     }
 
-    /// The open file.
+    /// The open file (its buffered descriptor).
     pub fn file(&self) -> &File {
+        self.data().file()
+    }
+
+    /// The file as data is read and written.
+    pub fn data(&self) -> &DataFile {
         match self {
-            Member::Layer(l) => l.file(),
-            Member::Raw(r) => &r.file,
+            Member::Layer(l) => l.data(),
+            Member::Raw(r) => &r.data,
         }
     }
+}
+
+/// How a chain's files are opened.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChainOptions<'a> {
+    /// Read and write data blocks with `O_DIRECT`, around the page cache.
+    pub direct: bool,
+    /// Share read-only members with the other images opened through this.
+    pub shared: Option<&'a SharedMembers>,
 }
 
 /// Why a chain could not be opened.
@@ -108,6 +135,8 @@ pub enum ChainError {
     },
     #[error("raw base {path} is in use by a writer{}", pid.map(|p| format!(" (process {p})")).unwrap_or_default())]
     RawInUse { path: PathBuf, pid: Option<u32> },
+    #[error(transparent)]
+    NoDirectIo(#[from] DirectIoUnsupported),
 }
 
 /// Where a parent location points, seen from `child`.
@@ -122,6 +151,15 @@ pub fn resolve_location(child: &Path, location: &str) -> PathBuf {
 /// Opens the chain whose top layer is `top`, returning members base first.
 /// The top is opened with `top_access`; every other member read-only.
 pub fn open_chain(top: &Path, top_access: Access) -> Result<Vec<Member>, ChainError> {
+    open_chain_with(top, top_access, ChainOptions::default())
+}
+
+/// [`open_chain`] with `options`.
+pub fn open_chain_with(
+    top: &Path,
+    top_access: Access,
+    options: ChainOptions<'_>,
+) -> Result<Vec<Member>, ChainError> {
     let mut members = Vec::new();
     let mut seen_ids = HashSet::new();
     let mut seen_paths = HashSet::new();
@@ -150,7 +188,7 @@ pub fn open_chain(top: &Path, top_access: Access) -> Result<Vec<Member>, ChainEr
                 again: path,
             });
         }
-        let layer = LayerFile::open(&path, access)?;
+        let layer = open_layer(&path, access, options)?;
         let header = layer.header();
         if let Some((child, id, size, block_size)) = &expected {
             check_parent(child, &path, (*id, *size, *block_size), &header)?;
@@ -163,7 +201,7 @@ pub fn open_chain(top: &Path, top_access: Access) -> Result<Vec<Member>, ChainEr
         }
         let parent = header.parent;
         let location = layer.parent_location().map(str::to_string);
-        members.push(Member::Layer(Box::new(layer)));
+        members.push(Member::Layer(layer));
         let (Some(parent), Some(location)) = (parent, location) else {
             break;
         };
@@ -176,7 +214,14 @@ pub fn open_chain(top: &Path, top_access: Access) -> Result<Vec<Member>, ChainEr
         }
         match parent.kind {
             ParentKind::Raw => {
-                members.push(Member::Raw(open_raw(&path, &parent_path, parent.size)?));
+                let raw = match options.shared {
+                    Some(shared) => shared.raw(&parent_path, options.direct, || {
+                        open_raw_with(&path, &parent_path, options.direct)
+                    })?,
+                    None => Arc::new(open_raw_with(&path, &parent_path, options.direct)?),
+                };
+                check_raw_size(&path, &raw, parent.size)?;
+                members.push(Member::Raw(raw));
                 break;
             }
             ParentKind::Layer => {
@@ -193,6 +238,20 @@ pub fn open_chain(top: &Path, top_access: Access) -> Result<Vec<Member>, ChainEr
     }
     members.reverse();
     Ok(members)
+}
+
+/// Opens one layer of a chain: from the shared members when it is read-only
+/// and `options` has them.
+fn open_layer(
+    path: &Path,
+    access: Access,
+    options: ChainOptions<'_>,
+) -> Result<Arc<LayerFile>, LayerError> {
+    let open = || LayerFile::open_with(path, access, options.direct);
+    match options.shared {
+        Some(shared) if access == Access::ReadOnly => shared.layer(path, options.direct, open),
+        _ => Ok(Arc::new(open()?)),
+    }
 }
 
 fn check_parent(
@@ -231,6 +290,27 @@ fn check_parent(
 
 /// Opens a raw base read-only with a shared lock and checks its size.
 pub fn open_raw(child: &Path, path: &Path, expected_size: u64) -> Result<RawBase, ChainError> {
+    let raw = open_raw_with(child, path, false)?;
+    check_raw_size(child, &raw, expected_size)?;
+    Ok(raw)
+}
+
+/// The size a child recorded for its raw parent must still be the file's.
+fn check_raw_size(child: &Path, raw: &RawBase, expected_size: u64) -> Result<(), ChainError> {
+    if raw.size != expected_size {
+        return Err(ChainError::SizeMismatch {
+            child: child.to_path_buf(),
+            parent: raw.path.clone(),
+            expected: expected_size,
+            found: raw.size,
+        });
+    }
+    Ok(())
+}
+
+/// Opens the raw base `path` of `child` read-only with a shared lock, its
+/// data with `O_DIRECT` if `direct`.
+fn open_raw_with(child: &Path, path: &Path, direct: bool) -> Result<RawBase, ChainError> {
     let file = File::open(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ChainError::MissingParent {
@@ -261,17 +341,19 @@ pub fn open_raw(child: &Path, path: &Path, expected_size: u64) -> Result<RawBase
             source,
         })?
         .len();
-    if size != expected_size {
-        return Err(ChainError::SizeMismatch {
-            child: child.to_path_buf(),
-            parent: path.to_path_buf(),
-            expected: expected_size,
-            found: size,
-        });
+    let mut data = DataFile::buffered(file);
+    if direct {
+        data = data.with_direct(path, false).map_err(|e| match e {
+            DirectOpenError::Unsupported(e) => ChainError::NoDirectIo(e),
+            DirectOpenError::Io(source) => ChainError::RawOpen {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
     }
     Ok(RawBase {
         path: path.to_path_buf(),
-        file,
+        data,
         size,
     })
 }

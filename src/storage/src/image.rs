@@ -22,14 +22,19 @@
 //! lock, then swaps the map entry under one mutex if the entry is still the
 //! one it read (else it retries); zeroing takes the same mutex; a flush takes
 //! the top layer's own lock.
+//!
+//! Opened with [`ChainOptions`], an image may share its read-only members
+//! with other images ([`crate::shared`]) and read and write data around the
+//! page cache ([`crate::direct`]).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::chain::{ChainError, Member, open_chain};
+use crate::chain::{ChainError, ChainOptions, Member, open_chain_with};
+use crate::direct::AlignedBuf;
 use crate::format::{ParentKind, TableEntry};
 use crate::layer::{Access, LayerError, LayerFile, ParentSpec};
 
@@ -85,16 +90,32 @@ pub struct Image {
     block_size: u32,
     virtual_size: u64,
     writable: bool,
+    /// Data I/O with O_DIRECT, also for top layers made by snapshots.
+    direct: bool,
 }
 
 impl Image {
     /// Opens the image whose top layer is `top`.
     pub fn open(top: &Path, access: Access) -> Result<Self, ChainError> {
-        let members = open_chain(top, access)?;
-        Ok(Self::from_members(members, access == Access::ReadWrite))
+        Self::open_with(top, access, ChainOptions::default())
     }
 
-    fn from_members(members: Vec<Member>, writable: bool) -> Self {
+    /// Opens the image whose top layer is `top` with `options`: direct I/O,
+    /// read-only members shared with other images.
+    pub fn open_with(
+        top: &Path,
+        access: Access,
+        options: ChainOptions<'_>,
+    ) -> Result<Self, ChainError> {
+        let members = open_chain_with(top, access, options)?;
+        Ok(Self::from_members(
+            members,
+            access == Access::ReadWrite,
+            options.direct,
+        ))
+    }
+
+    fn from_members(members: Vec<Member>, writable: bool, direct: bool) -> Self {
         let top = match members.last() {
             Some(Member::Layer(layer)) => layer.header(),
             _ => unreachable_top(),
@@ -128,6 +149,7 @@ impl Image {
             block_size,
             virtual_size: top.virtual_size,
             writable,
+            direct,
         }
     }
 
@@ -149,13 +171,6 @@ impl Image {
     /// The top layer.
     pub fn top(&self) -> &LayerFile {
         match self.members.last() {
-            Some(Member::Layer(layer)) => layer,
-            _ => unreachable_top(),
-        }
-    }
-
-    fn top_mut(&mut self) -> &mut LayerFile {
-        match self.members.last_mut() {
             Some(Member::Layer(layer)) => layer,
             _ => unreachable_top(),
         }
@@ -260,35 +275,13 @@ impl Image {
         len: usize,
     ) -> Result<(), ImageIoError> {
         let member = &self.members[index];
-        let err = |source| ImageIoError::Read {
-            path: member.path().to_path_buf(),
-            source,
-        };
-        let mut got = 0usize;
-        while got < len {
-            // SAFETY: `got < len`, so the pointer stays inside the caller's buffer.
-            let at = unsafe { dst.add(got) };
-            // SAFETY: the caller guarantees `dst..dst+len` is writable; this reads at
-            // most `len - got` bytes at `dst + got`.
-            let n = unsafe {
-                libc::pread(
-                    member.file().as_raw_fd(),
-                    at.cast(),
-                    len - got,
-                    (offset + got as u64) as libc::off_t,
-                )
-            };
-            match n {
-                0 => break,
-                n if n > 0 => got += n as usize,
-                _ => {
-                    let e = std::io::Error::last_os_error();
-                    if e.kind() != std::io::ErrorKind::Interrupted {
-                        return Err(err(e));
-                    }
-                }
+        // SAFETY: forwarded from the caller.
+        let got = unsafe { member.data().read_raw(offset, dst, len) }.map_err(|source| {
+            ImageIoError::Read {
+                path: member.path().to_path_buf(),
+                source,
             }
-        }
+        })?;
         // SAFETY: `got <= len`, so the pointer stays inside (or one past) the buffer.
         let tail = unsafe { dst.add(got) };
         // SAFETY: the tail `got..len` lies inside the caller's buffer.
@@ -353,34 +346,8 @@ impl Image {
         src: *const u8,
         len: usize,
     ) -> Result<(), ImageIoError> {
-        let top = self.top();
-        let mut written = 0usize;
-        while written < len {
-            // SAFETY: `written < len`, so the pointer stays inside the caller's buffer.
-            let at = unsafe { src.add(written) };
-            // SAFETY: the caller guarantees `src..src+len` is readable.
-            let n = unsafe {
-                libc::pwrite(
-                    top.file().as_raw_fd(),
-                    at.cast(),
-                    len - written,
-                    (offset + written as u64) as libc::off_t,
-                )
-            };
-            if n > 0 {
-                written += n as usize;
-                continue;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(LayerError::Io {
-                    path: top.path().to_path_buf(),
-                    op: "write data",
-                    source: e,
-                }
-                .into());
-            }
-        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.top().write_owned_raw(offset, src, len) }?;
         Ok(())
     }
 
@@ -407,8 +374,9 @@ impl Image {
                 // SAFETY: forwarded from the caller.
                 return unsafe { self.write_owned(base + within as u64, src, len) };
             }
-            // Build and store the new block without holding any shared lock.
-            let mut full = vec![0u8; bs];
+            // Build and store the new block without holding any shared lock,
+            // in a buffer direct I/O can use as it is.
+            let mut full = AlignedBuf::zeroed(bs);
             if len < bs {
                 self.read_block(block, &mut full)?;
             }
@@ -526,7 +494,7 @@ impl Image {
     ) -> Result<(), ImageIoError> {
         self.ensure_writable()?;
         let (id, size) = {
-            let top = self.top_mut();
+            let top = self.top();
             top.commit()?;
             top.freeze()?;
             top.downgrade_to_shared()?;
@@ -539,14 +507,17 @@ impl Image {
             size,
             location: location.to_string(),
         };
-        let layer = LayerFile::create_with_id(
+        let mut layer = LayerFile::create_with_id(
             new_top,
             new_id,
             self.virtual_size,
             self.block_size,
             Some(&spec),
         )?;
-        self.members.push(Member::Layer(Box::new(layer)));
+        if self.direct {
+            layer = layer.with_direct()?;
+        }
+        self.members.push(Member::Layer(Arc::new(layer)));
         Ok(())
     }
 

@@ -23,10 +23,12 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
+use crate::direct::{DataFile, DirectIoUnsupported, DirectOpenError};
 use crate::format::{
     HEADER_SLOT_SIZE, Header, HeaderError, PARENT_LOCATION_MAX, PARENT_LOCATION_OFFSET, Parent,
     ParentKind, TableEntry, TableError, checksum, choose_header, decode_table, encode_entry,
@@ -96,6 +98,8 @@ pub enum LayerError {
         op: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    NoDirectIo(#[from] DirectIoUnsupported),
 }
 
 fn holder(pid: Option<u32>) -> String {
@@ -121,13 +125,15 @@ pub struct ParentSpec {
 ///
 /// Its table and allocator sit behind one mutex, taken for table changes,
 /// allocations and commits; data reads and in-place writes take no lock, so
-/// several threads can do I/O on one layer at once.
+/// several threads can do I/O on one layer at once. Data may go around the
+/// page cache ([`LayerFile::open_with`]); metadata always goes through it.
 #[derive(Debug)]
 pub struct LayerFile {
     path: PathBuf,
-    file: File,
+    data: DataFile,
     parent_location: Option<String>,
-    access: Access,
+    /// False once opened read-only or downgraded after freezing.
+    writable: AtomicBool,
     state: Mutex<LayerState>,
 }
 
@@ -216,9 +222,9 @@ impl LayerFile {
         sync_parent_dir(path);
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            data: DataFile::buffered(file),
             parent_location: location,
-            access: Access::ReadWrite,
+            writable: AtomicBool::new(true),
             state: Mutex::new(LayerState {
                 table: vec![TableEntry::Absent; header.geometry.entries as usize],
                 next_alloc: header.allocated_end,
@@ -233,6 +239,33 @@ impl LayerFile {
     /// Opens and validates an existing layer.
     pub fn open(path: &Path, access: Access) -> Result<Self, LayerError> {
         Self::open_inner(path, access, false)
+    }
+
+    /// [`LayerFile::open`], with data blocks read and written with
+    /// `O_DIRECT` if `direct` (see [`crate::direct`]).
+    pub fn open_with(path: &Path, access: Access, direct: bool) -> Result<Self, LayerError> {
+        let layer = Self::open_inner(path, access, false)?;
+        if direct {
+            layer.with_direct()
+        } else {
+            Ok(layer)
+        }
+    }
+
+    /// Moves data I/O to an `O_DIRECT` descriptor of the same file.
+    pub fn with_direct(mut self) -> Result<Self, LayerError> {
+        let write = self.writable.load(Ordering::Relaxed);
+        self.data = self
+            .data
+            .with_direct(&self.path, write)
+            .map_err(|e| match e {
+                DirectOpenError::Unsupported(e) => LayerError::NoDirectIo(e),
+                DirectOpenError::Io(source) => LayerError::Open {
+                    path: self.path.clone(),
+                    source,
+                },
+            })?;
+        Ok(self)
     }
 
     /// Opens a frozen layer for writing, to merge its child into it
@@ -318,9 +351,9 @@ impl LayerFile {
         dirty[1 - usize::from(header.active_table)] = (0..pages).collect();
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            data: DataFile::buffered(file),
             parent_location,
-            access,
+            writable: AtomicBool::new(access == Access::ReadWrite),
             state: Mutex::new(LayerState {
                 table,
                 next_alloc: header.allocated_end,
@@ -353,9 +386,18 @@ impl LayerFile {
         self.parent_location.as_deref()
     }
 
-    /// The open file, for reads by offset.
+    /// The open file (its buffered descriptor), for metadata and reads by offset.
     pub fn file(&self) -> &File {
-        &self.file
+        self.data.file()
+    }
+
+    /// The file as data blocks are read and written.
+    pub fn data(&self) -> &DataFile {
+        &self.data
+    }
+
+    fn writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
     }
 
     /// This layer's entry for `block`.
@@ -384,7 +426,7 @@ impl LayerFile {
     }
 
     fn ensure_writable(&self) -> Result<(), LayerError> {
-        if self.access == Access::ReadOnly || self.lock().header.frozen {
+        if !self.writable() || self.lock().header.frozen {
             return Err(LayerError::Frozen {
                 path: self.path.clone(),
             });
@@ -403,14 +445,27 @@ impl LayerFile {
     /// Writes `data` at `offset` of the file. The caller guarantees the range
     /// lies inside a block this layer owns. Takes no lock.
     pub fn write_owned(&self, offset: u64, data: &[u8]) -> Result<(), LayerError> {
-        if self.access == Access::ReadOnly {
+        // SAFETY: `data` is a live slice of exactly this length.
+        unsafe { self.write_owned_raw(offset, data.as_ptr(), data.len()) }
+    }
+
+    /// [`LayerFile::write_owned`] from memory that is not a Rust slice.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes for the whole call.
+    pub unsafe fn write_owned_raw(
+        &self,
+        offset: u64,
+        src: *const u8,
+        len: usize,
+    ) -> Result<(), LayerError> {
+        if !self.writable() {
             return Err(LayerError::Frozen {
                 path: self.path.clone(),
             });
         }
-        self.file
-            .write_all_at(data, offset)
-            .map_err(self.io_err("write data"))
+        // SAFETY: forwarded from the caller.
+        unsafe { self.data.write_raw(offset, src, len) }.map_err(self.io_err("write data"))
     }
 
     /// Stores a whole new block for `block` at a freshly appended offset and
@@ -419,8 +474,8 @@ impl LayerFile {
         self.ensure_writable()?;
         let mut state = self.lock();
         let offset = allocate(&mut state, &self.path)?;
-        self.file
-            .write_all_at(data, offset)
+        // SAFETY: `data` is a live slice of exactly this length.
+        unsafe { self.data.write_raw(offset, data.as_ptr(), data.len()) }
             .map_err(self.io_err("append a block"))?;
         self.set_entry_locked(&mut state, block, TableEntry::Data(offset));
         Ok(offset)
@@ -439,7 +494,7 @@ impl LayerFile {
         let mut state = self.lock();
         let offset = allocate(&mut state, &self.path)?;
         let len = u64::from(state.header.geometry.block_size);
-        copy_range(src, src_offset, &self.file, offset, len)
+        copy_range(src, src_offset, self.file(), offset, len)
             .map_err(self.io_err("copy a block"))?;
         self.set_entry_locked(&mut state, block, TableEntry::Data(offset));
         Ok(offset)
@@ -456,7 +511,7 @@ impl LayerFile {
     /// Gives back the disk space of a reserved block that was never used.
     pub fn release_block(&self, offset: u64) {
         let block_size = u64::from(self.lock().header.geometry.block_size);
-        punch_hole(&self.file, offset, block_size);
+        punch_hole(self.file(), offset, block_size);
     }
 
     /// Changes the entry of `block`; a data block it replaces becomes a hole.
@@ -478,7 +533,7 @@ impl LayerFile {
             return;
         }
         if let TableEntry::Data(old_offset) = old {
-            punch_hole(&self.file, old_offset, block_size);
+            punch_hole(self.file(), old_offset, block_size);
         }
         for dirty in &mut state.dirty {
             dirty.insert(index / ENTRIES_PER_PAGE);
@@ -493,10 +548,11 @@ impl LayerFile {
     }
 
     fn commit_locked(&self, state: &mut LayerState) -> Result<(), LayerError> {
-        if self.access == Access::ReadOnly {
+        if !self.writable() {
             return Ok(());
         }
-        self.file.sync_data().map_err(self.io_err("sync data"))?;
+        let file = self.file();
+        file.sync_data().map_err(self.io_err("sync data"))?;
         if state.dirty.iter().all(BTreeSet::is_empty) && !state.header_dirty {
             return Ok(());
         }
@@ -518,13 +574,10 @@ impl LayerFile {
             for page in &state.dirty[target] {
                 let start = page * ENTRIES_PER_PAGE * 8;
                 let end = (start + ENTRIES_PER_PAGE * 8).min(encoded.len());
-                self.file
-                    .write_all_at(&encoded[start..end], table_at + start as u64)
+                file.write_all_at(&encoded[start..end], table_at + start as u64)
                     .map_err(self.io_err("write the table"))?;
             }
-            self.file
-                .sync_data()
-                .map_err(self.io_err("sync the table"))?;
+            file.sync_data().map_err(self.io_err("sync the table"))?;
         }
         let header = Header {
             generation: state.header.generation + 1,
@@ -534,12 +587,9 @@ impl LayerFile {
             ..state.header
         };
         let slot = 1 - state.current_slot;
-        self.file
-            .write_all_at(&header.encode(), (slot * HEADER_SLOT_SIZE) as u64)
+        file.write_all_at(&header.encode(), (slot * HEADER_SLOT_SIZE) as u64)
             .map_err(self.io_err("write the header"))?;
-        self.file
-            .sync_data()
-            .map_err(self.io_err("sync the header"))?;
+        file.sync_data().map_err(self.io_err("sync the header"))?;
         state.header = header;
         state.current_slot = slot;
         state.dirty[target].clear();
@@ -567,9 +617,9 @@ impl LayerFile {
     }
 
     /// Takes a writable layer's lock down to shared, after freezing it.
-    pub fn downgrade_to_shared(&mut self) -> Result<(), LayerError> {
-        lock_or_busy(&self.file, &self.path, Access::ReadOnly)?;
-        self.access = Access::ReadOnly;
+    pub fn downgrade_to_shared(&self) -> Result<(), LayerError> {
+        lock_or_busy(self.file(), &self.path, Access::ReadOnly)?;
+        self.writable.store(false, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -6,19 +6,23 @@
 //! layers form chains down to a base ([`chain`]); an [`image::Image`] reads and
 //! writes a chain as one disk through a flat block map, so reads cost the same
 //! at any depth. Layers live on named tiers, and users name images through a
-//! catalogue ([`store`]).
+//! catalogue ([`store`]). Images opened together may share their read-only
+//! members ([`shared`]), and may move data around the page cache ([`direct`]).
 //!
 //! This crate knows nothing of KVM or virtio.
 
 pub mod chain;
+pub mod direct;
 pub mod format;
 pub mod image;
 pub mod images;
 pub mod layer;
 pub mod lock;
 pub mod ops;
+pub mod shared;
 pub mod store;
 
-pub use chain::{ChainError, Member};
+pub use chain::{ChainError, ChainOptions, Member};
 pub use image::{BlockSource, Image, ImageIoError};
 pub use layer::{Access, LayerError, LayerFile, ParentSpec};
+pub use shared::SharedMembers;

@@ -6,11 +6,14 @@
 //! the protocol's ceiling. Each round starts every backend afresh for each
 //! (depth, queues) group, in alternating order, and runs every workload on
 //! it; the report gives medians over rounds and per-round ratios.
+//! `--compare-options` adds a second `strata blk serve` with other `--disk`
+//! keys (a *variant*, e.g. `poll=50`) to the same rotation, for side-by-side
+//! figures of one option.
 
-mod client;
-mod disks;
+pub(crate) mod client;
+pub(crate) mod disks;
 mod report;
-mod servers;
+pub(crate) mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,7 +30,9 @@ const EXAMPLES: &str = "\
 Examples:
   strata bench blk                          full run, about 4 minutes
   strata bench blk --quick                  smoke test, under 30 seconds
-  strata bench blk --depths 16 --queues 2 --rounds 5 --markdown blk.md";
+  strata bench blk --depths 16 --queues 2 --rounds 5 --markdown blk.md
+  strata bench blk --depths 4 --queues 1 --compare-options poll=50
+  strata bench blk --strata-options direct --compare-options direct,poll=50";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
@@ -73,6 +78,31 @@ pub struct BlkBenchArgs {
     /// Also write the results as a Markdown table to this file.
     #[arg(long, value_name = "PATH")]
     pub markdown: Option<PathBuf>,
+
+    /// Extra `--disk` keys for `strata blk serve`, e.g. `poll=50` or
+    /// `direct` (image, socket and queues are the bench's).
+    #[arg(long, value_name = "KEYS", default_value = "")]
+    pub strata_options: String,
+
+    /// Also measure a variant: `strata blk serve` with these `--disk` keys
+    /// instead of --strata-options, in the same rounds, with its figures and
+    /// its ratio to strata in extra columns.
+    #[arg(long, value_name = "KEYS")]
+    pub compare_options: Option<String>,
+}
+
+/// Checks extra `--disk` keys given to the bench.
+fn check_options(flag: &str, options: &str) -> Result<(), Failure> {
+    let reserved = options
+        .split(',')
+        .map(|part| part.split_once('=').map_or(part, |(key, _)| key))
+        .find(|key| ["image", "path", "socket", "queues"].contains(key));
+    match reserved {
+        Some(key) => Err(Failure(format!(
+            "{flag}: {key}= is set by the bench; give other --disk keys such as poll=50 or direct"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The run's shape after `--quick` and checks.
@@ -158,9 +188,28 @@ struct Bench {
     qsd: QsdOptions,
     /// Per depth: the Strata image name and the qcow2 top overlay.
     chains: Vec<(u32, String, PathBuf)>,
+    /// Extra `--disk` keys of the strata contender.
+    strata_options: String,
+    /// The variant's `--disk` keys, if one is compared.
+    variant_options: Option<String>,
 }
 
 impl Bench {
+    fn strata(&self, image: &str) -> BackendKind {
+        BackendKind::StrataWithOptions {
+            image: image.to_string(),
+            options: self.strata_options.clone(),
+        }
+    }
+
+    fn variant(&self, image: &str) -> Option<BackendKind> {
+        let options = self.variant_options.clone()?;
+        Some(BackendKind::StrataWithOptions {
+            image: image.to_string(),
+            options,
+        })
+    }
+
     fn layout(&self, depth: u32) -> Layout {
         Layout {
             size: self.plan.size,
@@ -271,6 +320,8 @@ fn build(args: &BlkBenchArgs, plan: Plan, dir: &Path) -> Result<Bench, Failure> 
             aio: args.qsd_aio.clone(),
         },
         chains: Vec::new(),
+        strata_options: args.strata_options.clone(),
+        variant_options: args.compare_options.clone(),
     };
     for &depth in &bench.plan.depths.clone() {
         let layout = bench.layout(depth);
@@ -286,6 +337,10 @@ fn build(args: &BlkBenchArgs, plan: Plan, dir: &Path) -> Result<Bench, Failure> 
 pub fn run(args: &BlkBenchArgs) -> Result<ExitStatus, Failure> {
     let began = Instant::now();
     let plan = plan(args)?;
+    check_options("--strata-options", &args.strata_options)?;
+    if let Some(options) = &args.compare_options {
+        check_options("--compare-options", options)?;
+    }
     require_tool(&args.qsd, "as the reference backend")?;
     require_tool(Path::new("qemu-img"), "to build the qcow2 chains")?;
     require_tool(Path::new("qemu-io"), "to build the qcow2 chains")?;
@@ -298,25 +353,38 @@ pub fn run(args: &BlkBenchArgs) -> Result<ExitStatus, Failure> {
     let bench = build(args, plan, scratch.path())?;
     eprintln!("strata bench blk: checking both sides' bytes (and warming the page cache)");
     for (depth, name, top) in &bench.chains {
-        let strata = BackendKind::Strata {
-            image: name.clone(),
-        };
-        bench.verify(&strata, *depth, "strata")?;
+        bench.verify(&bench.strata(name), *depth, "strata")?;
+        if let Some(variant) = bench.variant(name) {
+            bench.verify(&variant, *depth, "variant")?;
+        }
         bench.verify(&BackendKind::QsdQcow2 { top: top.clone() }, *depth, "qsd")?;
     }
     let cells = measure(&bench)?;
-    let out = report::text(&cells);
+    let variant_line = bench.variant_options.as_ref().map(|v| {
+        format!(
+            "strata: --disk ...,{}; variant: --disk ...,{v}",
+            if bench.strata_options.is_empty() {
+                "(no extra keys)"
+            } else {
+                &bench.strata_options
+            }
+        )
+    });
+    let out = report::text(&cells, variant_line.as_deref());
     print!("{out}");
     let elapsed = began.elapsed().as_secs_f64();
     eprintln!("strata bench blk: done in {elapsed:.0} s");
     if let Some(path) = &args.markdown {
-        let intro = format!(
+        let mut intro = format!(
             "{} rounds of {:.2} s per workload and backend; {} MiB disk; write region {} MiB",
             bench.plan.rounds,
             bench.plan.duration.as_secs_f64(),
             bench.plan.size >> 20,
             bench.plan.write_region >> 20
         );
+        if let Some(line) = &variant_line {
+            intro = format!("{intro}; {line}");
+        }
         std::fs::write(path, report::markdown(&cells, &intro))
             .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
     }
@@ -324,8 +392,8 @@ pub fn run(args: &BlkBenchArgs) -> Result<ExitStatus, Failure> {
 }
 
 /// All rounds. Within a round, for each queue count: the null ceiling
-/// first or last (alternating by round), and per depth Strata and qsd in
-/// alternating order.
+/// first or last (alternating by round), and per depth Strata, qsd (and the
+/// variant) in an order that rotates from group to group.
 fn measure(bench: &Bench) -> Result<Vec<Cell>, Failure> {
     let plan = &bench.plan;
     let mut cells = Vec::new();
@@ -339,6 +407,7 @@ fn measure(bench: &Bench) -> Result<Vec<Cell>, Failure> {
                     strata: Vec::new(),
                     qsd: Vec::new(),
                     null: Vec::new(),
+                    variant: Vec::new(),
                 });
             }
         }
@@ -354,24 +423,27 @@ fn measure(bench: &Bench) -> Result<Vec<Cell>, Failure> {
                 null = Some(bench.session(&null_kind, queues, round, "null-co")?);
             }
             for (di, (depth, name, top)) in bench.chains.iter().enumerate() {
-                let strata_kind = BackendKind::Strata {
-                    image: name.clone(),
-                };
-                let qsd_kind = BackendKind::QsdQcow2 { top: top.clone() };
-                let strata_first = (round as usize + di + qi) % 2 == 0;
-                let (strata, qsd) = if strata_first {
-                    let s = bench.session(&strata_kind, queues, round, "strata")?;
-                    (s, bench.session(&qsd_kind, queues, round, "qsd")?)
-                } else {
-                    let q = bench.session(&qsd_kind, queues, round, "qsd")?;
-                    (bench.session(&strata_kind, queues, round, "strata")?, q)
-                };
+                let mut contenders = vec![
+                    ("strata", bench.strata(name)),
+                    ("qsd", BackendKind::QsdQcow2 { top: top.clone() }),
+                ];
+                if let Some(variant) = bench.variant(name) {
+                    contenders.push(("variant", variant));
+                }
+                let shift = (round as usize + di + qi) % contenders.len();
+                contenders.rotate_left(shift);
                 let first = (qi * bench.chains.len() + di) * n_workloads;
-                for (w, (s, q)) in strata.into_iter().zip(qsd).enumerate() {
-                    let cell = &mut cells[first + w];
-                    debug_assert_eq!(cell.depth, *depth);
-                    cell.strata.push(s);
-                    cell.qsd.push(q);
+                for (label, kind) in &contenders {
+                    let runs = bench.session(kind, queues, round, label)?;
+                    for (w, run) in runs.into_iter().enumerate() {
+                        let cell = &mut cells[first + w];
+                        debug_assert_eq!(cell.depth, *depth);
+                        match *label {
+                            "strata" => cell.strata.push(run),
+                            "qsd" => cell.qsd.push(run),
+                            _ => cell.variant.push(run),
+                        }
+                    }
                 }
             }
             let null = match null {

@@ -37,6 +37,8 @@ pub struct Cell {
     pub qsd: Vec<Summary>,
     /// The null-co ceiling, which does not depend on depth.
     pub null: Vec<Summary>,
+    /// `strata blk serve` with other `--disk` keys; empty if none is compared.
+    pub variant: Vec<Summary>,
 }
 
 fn med(runs: &[Summary], f: impl Fn(&Summary) -> f64) -> f64 {
@@ -60,6 +62,32 @@ impl Cell {
     pub fn strata_over_null(&self) -> f64 {
         ratio(&self.strata, &self.null, |s| s.iops)
     }
+
+    pub fn variant_over_strata(&self) -> f64 {
+        ratio(&self.variant, &self.strata, |s| s.iops)
+    }
+
+    pub fn p99_variant_over_strata(&self) -> f64 {
+        ratio(&self.variant, &self.strata, |s| s.p99_us)
+    }
+}
+
+/// Extra columns when a variant is compared.
+const VARIANT_HEADER: [&str; 6] = [
+    "variant IOPS",
+    "MiB/s",
+    "p50 µs",
+    "p99 µs",
+    "variant/strata",
+    "p99 variant/strata",
+];
+
+fn header(cells: &[Cell]) -> Vec<&'static str> {
+    let mut out = HEADER.to_vec();
+    if cells.iter().any(|c| !c.variant.is_empty()) {
+        out.extend(VARIANT_HEADER);
+    }
+    out
 }
 
 const HEADER: [&str; 19] = [
@@ -100,6 +128,15 @@ fn row(cell: &Cell) -> Vec<String> {
     out.push(format!("{:.2}x", cell.strata_over_qsd()));
     out.push(format!("{:.2}x", cell.p99_strata_over_qsd()));
     out.push(format!("{:.2}x", cell.strata_over_null()));
+    if !cell.variant.is_empty() {
+        let runs = &cell.variant;
+        out.push(format!("{:.0}", med(runs, |s| s.iops)));
+        out.push(format!("{:.1}", med(runs, |s| s.mib_s)));
+        out.push(format!("{:.1}", med(runs, |s| s.p50_us)));
+        out.push(format!("{:.1}", med(runs, |s| s.p99_us)));
+        out.push(format!("{:.2}x", cell.variant_over_strata()));
+        out.push(format!("{:.2}x", cell.p99_variant_over_strata()));
+    }
     out
 }
 
@@ -166,10 +203,12 @@ pub fn goals(cells: &[Cell]) -> Vec<String> {
     lines
 }
 
-/// The table as aligned plain text, then the goals.
-pub fn text(cells: &[Cell]) -> String {
+/// The table as aligned plain text, then what the variant is (if any),
+/// then the goals.
+pub fn text(cells: &[Cell], variant: Option<&str>) -> String {
+    let header = header(cells);
     let rows: Vec<Vec<String>> = cells.iter().map(row).collect();
-    let widths = crate::table::column_widths(&HEADER, &rows);
+    let widths = crate::table::column_widths(&header, &rows);
     let mut out = String::new();
     let line = |cols: Vec<&str>, out: &mut String| {
         let padded: Vec<String> = cols
@@ -179,11 +218,14 @@ pub fn text(cells: &[Cell]) -> String {
             .collect();
         let _ = writeln!(out, "{}", padded.join("  ").trim_end());
     };
-    line(HEADER.to_vec(), &mut out);
+    line(header, &mut out);
     for r in &rows {
         line(r.iter().map(String::as_str).collect(), &mut out);
     }
     out.push('\n');
+    if let Some(variant) = variant {
+        let _ = writeln!(out, "- {variant}");
+    }
     for g in goals(cells) {
         let _ = writeln!(out, "- {g}");
     }
@@ -192,8 +234,9 @@ pub fn text(cells: &[Cell]) -> String {
 
 /// The same as a Markdown table, with `intro` above it.
 pub fn markdown(cells: &[Cell], intro: &str) -> String {
-    let mut out = format!("{intro}\n\n| {} |\n", HEADER.join(" | "));
-    let _ = writeln!(out, "|{}", "---|".repeat(HEADER.len()));
+    let header = header(cells);
+    let mut out = format!("{intro}\n\n| {} |\n", header.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(header.len()));
     for r in cells.iter().map(row) {
         let _ = writeln!(out, "| {} |", r.join(" | "));
     }
@@ -231,6 +274,7 @@ mod tests {
             strata: vec![s(300.0, 10.0), s(100.0, 30.0), s(200.0, 20.0)],
             qsd: vec![s(100.0, 20.0), s(100.0, 20.0), s(200.0, 40.0)],
             null: vec![s(400.0, 5.0); 3],
+            variant: Vec::new(),
         };
         assert_eq!(cell.strata_over_qsd(), 1.0);
         assert_eq!(cell.p99_strata_over_qsd(), 0.5);
@@ -238,6 +282,37 @@ mod tests {
         let g = goals(std::slice::from_ref(&cell));
         assert!(g[0].contains("1.00x") && g[0].contains("NOT met"), "{g:?}");
         assert!(g[2].contains("met") && !g[2].contains("NOT"), "{g:?}");
-        assert!(text(&[cell]).lines().count() >= 2);
+        assert!(text(&[cell], None).lines().count() >= 2);
+    }
+
+    #[test]
+    fn a_variant_adds_its_columns_and_ratios_to_strata() {
+        let mut cell = Cell {
+            workload: Workload {
+                pattern: Pattern::RandRead,
+                block: 4096,
+                qd: 1,
+            },
+            depth: 1,
+            queues: 1,
+            strata: vec![s(100.0, 20.0), s(200.0, 20.0)],
+            qsd: vec![s(100.0, 20.0); 2],
+            null: vec![s(400.0, 5.0); 2],
+            variant: Vec::new(),
+        };
+        let plain = text(std::slice::from_ref(&cell), None);
+        assert!(!plain.contains("variant"), "{plain}");
+        cell.variant = vec![s(150.0, 10.0), s(300.0, 10.0)];
+        assert_eq!(cell.variant_over_strata(), 1.5);
+        assert_eq!(cell.p99_variant_over_strata(), 0.5);
+        let out = text(std::slice::from_ref(&cell), Some("variant: poll=50"));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].ends_with("p99 variant/strata"), "{out}");
+        let last: Vec<&str> = lines[1].split_whitespace().rev().take(2).collect();
+        assert_eq!(last, ["0.50x", "1.50x"], "{out}");
+        assert!(out.contains("- variant: poll=50"), "{out}");
+        let md = markdown(&[cell], "intro");
+        let separator = md.lines().nth(3).unwrap();
+        assert_eq!(separator.matches("---|").count(), 25, "{md}");
     }
 }

@@ -18,6 +18,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum BackendKind {
     /// `strata blk serve` on a Strata image.
     Strata { image: String },
+    /// `strata blk serve` on a Strata image, with extra `--disk` keys
+    /// (`poll=50`, `direct`, ...).
+    StrataWithOptions { image: String, options: String },
     /// `qemu-storage-daemon` on a qcow2 chain (`top` is its top overlay).
     QsdQcow2 { top: PathBuf },
     /// `qemu-storage-daemon` with `null-co`: no storage at all.
@@ -75,7 +78,7 @@ pub fn qsd_command(
             cmd.arg("--blockdev")
                 .arg("driver=qcow2,node-name=disk0,file=file0");
         }
-        BackendKind::Strata { .. } => {}
+        BackendKind::Strata { .. } | BackendKind::StrataWithOptions { .. } => {}
     }
     cmd.args(["--object", "iothread,id=iothread0", "--export"])
         .arg(format!(
@@ -100,15 +103,23 @@ impl Backend {
             std::fs::remove_file(socket)
                 .map_err(|e| Failure(format!("cannot remove {}: {e}", socket.display())))?;
         }
-        let (mut cmd, name) = match kind {
-            BackendKind::Strata { image } => {
-                let disk = format!("image={image},socket={},queues={queues}", socket.display());
+        let strata = match kind {
+            BackendKind::Strata { image } => Some((image, "")),
+            BackendKind::StrataWithOptions { image, options } => Some((image, options.as_str())),
+            BackendKind::QsdQcow2 { .. } | BackendKind::QsdNull { .. } => None,
+        };
+        let (mut cmd, name) = match strata {
+            Some((image, options)) => {
+                let mut disk = format!("image={image},socket={},queues={queues}", socket.display());
+                if !options.is_empty() {
+                    disk = format!("{disk},{options}");
+                }
                 (
                     store.command(&["blk", "serve", "--disk", &disk]),
                     "strata blk serve",
                 )
             }
-            _ => (
+            None => (
                 qsd_command(qsd, kind, socket, queues),
                 "qemu-storage-daemon",
             ),
