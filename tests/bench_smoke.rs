@@ -68,3 +68,29 @@ fn image_bench_quick_compares_with_qcow2() {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
 }
+
+#[test]
+fn bench_guest_disk_reports_guest_and_host_rates() {
+    if !kvm_available() {
+        return;
+    }
+    let out = run(strata().args([
+        "bench",
+        "guest-disk",
+        "--rounds",
+        "1",
+        "--requests",
+        "50",
+        "--seconds",
+        "0.1",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "inside a Strata guest",
+        "host libblkio client",
+        "with one vhost-user-blk disk",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+}

@@ -80,6 +80,9 @@ pub enum BenchCommand {
     Boot(BenchBootArgs),
     /// vhost-user-blk throughput and latency: `strata blk` vs qemu-storage-daemon.
     Blk(crate::bench::blk::BlkBenchArgs),
+    /// Block I/O from inside a Strata guest to `strata blk`, beside a host
+    /// client on the same backend, and the VMM's memory with a disk attached.
+    GuestDisk(crate::bench::guest_disk::GuestDiskBenchArgs),
 }
 
 #[derive(Debug, Args)]

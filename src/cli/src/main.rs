@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Blk(blk::BlkCommand::Serve(args)) => blk::serve(args),
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(args),
         Command::Bench(BenchCommand::Blk(args)) => bench::blk::run(args),
+        Command::Bench(BenchCommand::GuestDisk(args)) => bench::guest_disk::run(args),
     };
     match result {
         Ok(status) => ExitCode::from(status.code()),

@@ -6,6 +6,7 @@
 //! ratios between them. All contenders boot the very same `hello.elf`.
 
 pub mod blk;
+pub mod guest_disk;
 mod measure;
 mod report;
 pub mod stats;
