@@ -215,6 +215,32 @@ struct Ring<'a> {
     event_idx: bool,
 }
 
+impl Ring<'_> {
+    /// Whether the driver has made requests available. An available index
+    /// more than a queue's worth ahead cannot come from a working driver;
+    /// it is an error, not "pending", or the worker would spin on requests
+    /// it can never take.
+    fn pending(&self) -> std::io::Result<bool> {
+        let state = self.vring.get_ref();
+        let queue = state.get_queue();
+        let avail = queue
+            .avail_idx(&*self.memory.memory(), Ordering::Acquire)
+            .map_err(std::io::Error::other)?;
+        let ahead = avail.0.wrapping_sub(queue.next_avail());
+        if ahead > queue.size() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the driver's available index is {ahead} entries ahead of the device's, \
+                     more than the queue's {}: the queue is broken",
+                    queue.size()
+                ),
+            ));
+        }
+        Ok(ahead != 0)
+    }
+}
+
 impl PolledRing for Ring<'_> {
     fn suppress_kicks(&mut self) -> std::io::Result<()> {
         self.vring
@@ -253,29 +279,27 @@ impl PolledRing for Ring<'_> {
     }
 
     fn peek(&self) -> std::io::Result<RingState> {
-        let state = self.vring.get_ref();
-        let queue = state.get_queue();
-        if !queue.ready() || !state.is_enabled() {
+        if self.stopped() {
             return Ok(RingState::Stopped);
         }
-        let avail = queue
-            .avail_idx(&*self.memory.memory(), Ordering::Acquire)
-            .map_err(std::io::Error::other)?;
-        Ok(if avail.0 == queue.next_avail() {
-            RingState::Empty
-        } else {
+        Ok(if self.pending()? {
             RingState::Pending
+        } else {
+            RingState::Empty
         })
     }
 
     fn rearm_kicks(&mut self) -> std::io::Result<bool> {
-        self.vring
+        let maybe = self
+            .vring
             .enable_notification()
-            .map_err(std::io::Error::other)
+            .map_err(std::io::Error::other)?;
+        Ok(maybe && self.pending()?)
     }
 
     fn stopped(&self) -> bool {
-        !self.vring.get_ref().get_queue().ready()
+        let state = self.vring.get_ref();
+        !state.get_queue().ready() || !state.is_enabled()
     }
 }
 

@@ -22,8 +22,8 @@
 //! `avail_event` is not moved while the worker runs. Re-enabling them and
 //! then reading the ring once more (after a full fence) closes the window in
 //! which a request could arrive unseen and unkicked. A ring the frontend
-//! stops or disables ends the spin at once; kicks are re-armed as after any
-//! drain, and the worker goes back to epoll.
+//! stops or disables ends the spin at once, and the worker goes back to epoll
+//! without touching the ring again.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -80,8 +80,12 @@ pub fn serve(
             ring.suppress_kicks()?;
         }
         ring.drain()?;
-        if spin(budget, &mut now, || ring.peek())? == SpinEnd::Work {
-            continue;
+        match spin(budget, &mut now, || ring.peek())? {
+            SpinEnd::Work => continue,
+            // A stopped ring belongs to the frontend again: not even its
+            // notification fields may be written.
+            SpinEnd::Stopped => return Ok(()),
+            SpinEnd::Idle => {}
         }
         if !suppress {
             return Ok(());
@@ -234,7 +238,11 @@ mod tests {
         serve(&mut ring, Duration::from_secs(3600), true, fake_clock()).unwrap();
         assert_eq!(ring.served, 0);
         assert_eq!(ring.looks.get(), 1, "the spin ends at the first look");
-        assert_eq!(ring.log, ["suppress", "drain", "rearm"]);
+        assert_eq!(
+            ring.log,
+            ["suppress", "drain"],
+            "a stopped ring is not touched"
+        );
     }
 
     /// A clock that advances 1 µs per reading.

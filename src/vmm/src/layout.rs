@@ -68,8 +68,10 @@ pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
 /// Interrupt (IOAPIC pin / GSI) of the first virtio-mmio device; the next
 /// ones take the following pins. COM1 has pin 4.
 pub const VIRTIO_MMIO_FIRST_GSI: u32 = 5;
-/// Most virtio-mmio devices: pins 5 to 20 of the 24-pin IOAPIC.
-pub const MAX_VIRTIO_MMIO_DEVICES: usize = 16;
+/// Most virtio-mmio devices: pins 5 to 15. Without MP or ACPI tables a
+/// Linux guest drives interrupts through the 8259 pair, which has 16 lines,
+/// so pins above 15 would never reach it.
+pub const MAX_VIRTIO_MMIO_DEVICES: usize = 11;
 
 // The boot structures must not overlap; checked when the crate compiles.
 const _: () = assert!(BOOT_IDT_ADDR >= BOOT_GDT_ADDR + 4 * 8);
@@ -83,7 +85,7 @@ const _: () = assert!(
     VIRTIO_MMIO_BASE >= MMIO_GAP_START
         && VIRTIO_MMIO_BASE + 0x1000 * MAX_VIRTIO_MMIO_DEVICES as u64 <= KVM_TSS_ADDRESS
 );
-const _: () = assert!(VIRTIO_MMIO_FIRST_GSI + MAX_VIRTIO_MMIO_DEVICES as u32 <= 24);
+const _: () = assert!(VIRTIO_MMIO_FIRST_GSI + MAX_VIRTIO_MMIO_DEVICES as u32 <= 16);
 
 /// A range of guest RAM, named so the VMM can treat regions separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -162,15 +162,17 @@ pub fn run_vm(config: &VmConfig) -> Result<VmReport, VmError> {
         EventManager::new().map_err(VmError::EventLoop)?;
     event_manager.add_subscriber(events.clone());
 
-    let watch_stop = Arc::new(AtomicBool::new(false));
-    let watchers = disks
-        .iter()
-        .map(|disk| watch::spawn(disk.device.clone(), watch_stop.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| VmError::Host {
-            what: "disk watcher thread",
-            source,
-        })?;
+    let mut watchers = Watchers::default();
+    for disk in &disks {
+        let handle =
+            watch::spawn(disk.device.clone(), watchers.stop.clone()).map_err(|source| {
+                VmError::Host {
+                    what: "disk watcher thread",
+                    source,
+                }
+            })?;
+        watchers.threads.push(handle);
+    }
 
     let (stops_tx, stops_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(vcpus.len());
@@ -220,10 +222,7 @@ pub fn run_vm(config: &VmConfig) -> Result<VmReport, VmError> {
         },
     };
     stop_vcpus(&shared.stop, threads);
-    watch_stop.store(true, Ordering::Release);
-    for watcher in watchers {
-        let _ = watcher.join();
-    }
+    drop(watchers);
     let first_io_ns = match shared.first_io_ns.load(Ordering::Relaxed) {
         0 => None,
         ns => Some(ns),
@@ -274,6 +273,25 @@ fn build_bus(vm: &VmFd, config: &VmConfig) -> Result<PioBus, VmError> {
         Arc::new(Mutex::new(DebugExit)),
     )?;
     Ok(bus)
+}
+
+/// The disks' watcher threads, stopped and joined when dropped, on every
+/// way out of [`run_vm`].
+#[derive(Default)]
+struct Watchers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                log::error!("a disk watcher thread panicked");
+            }
+        }
+    }
 }
 
 /// A disk on the MMIO bus.

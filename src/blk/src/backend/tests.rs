@@ -223,3 +223,27 @@ fn stopping_the_ring_ends_the_spin() {
     );
     assert_served(&mem, 0);
 }
+
+#[test]
+fn an_available_index_beyond_the_queue_is_an_error_not_a_spin() {
+    // A hostile driver claims 0xffff requests on a queue of 16: the worker
+    // must report the queue broken instead of spinning on requests it can
+    // never take, with polling on or off, with EVENT_IDX or without.
+    for (poll, event_idx) in [
+        (Duration::ZERO, true),
+        (Duration::ZERO, false),
+        (Duration::from_millis(5), false),
+        (Duration::from_millis(5), true),
+    ] {
+        let (backend, vring, mem) = started(poll, event_idx);
+        post_read(&mem, 0);
+        publish(&mem, 0xffff);
+        let result = backend.handle_event(0, EventSet::IN, std::slice::from_ref(&vring), 0);
+        if poll.is_zero() && !event_idx {
+            // This loop never looks at the ring again: returning is enough.
+            continue;
+        }
+        let error = result.expect_err("a broken ring must be an error");
+        assert!(error.to_string().contains("queue is broken"), "{error}");
+    }
+}

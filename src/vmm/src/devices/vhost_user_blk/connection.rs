@@ -232,6 +232,12 @@ impl Connection {
             self.frontend.set_vring_call(index, call)?;
             self.frontend.set_vring_kick(index, kick)?;
             self.frontend.set_vring_enable(index, true)?;
+            if resume {
+                // The dead backend consumed the guest's last kick, and with
+                // EVENT_IDX the guest may not kick again until the backend
+                // moves `avail_event`: wake the new one up to look.
+                let _ = kick.write(1);
+            }
         }
         Ok(())
     }

@@ -64,7 +64,11 @@ fn watch(disk: &SharedDisk, stop: &AtomicBool) {
                     let active = disk.active_state().map(|(f, q)| (f, q.to_vec()));
                     match disk.device_mut().reconnected(connection, active) {
                         Ok(()) => log::warn!("{label}: reconnected to the vhost-user backend"),
-                        Err(why) => log::warn!("{label}: reconnecting: {why}"),
+                        Err(why) => {
+                            drop(disk);
+                            log::warn!("{label}: reconnecting: {why}");
+                            std::thread::sleep(RECONNECT_INTERVAL);
+                        }
                     }
                 }
                 Err(e) => {

@@ -239,7 +239,8 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             REG_QUEUE_SEL => self.queue_sel = value,
             REG_QUEUE_NUM if queues_writable => {
                 if let Some(q) = self.selected_queue() {
-                    q.size = value as u16;
+                    // Out-of-range sizes become 0, which validation refuses.
+                    q.size = u16::try_from(value).unwrap_or(0);
                 }
             }
             REG_QUEUE_READY if queues_writable => {
@@ -309,6 +310,8 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                 value |= status::DEVICE_NEEDS_RESET;
             } else if let Err(why) = self.activate() {
                 log::warn!("{}: cannot start the device: {why}", self.name);
+                // Stop whatever part of the device did start.
+                self.device.reset();
                 value |= status::DEVICE_NEEDS_RESET;
             }
         }

@@ -167,13 +167,14 @@ fn features_not_offered_or_without_version_1_are_refused() {
 
 #[test]
 fn bad_queue_layouts_are_refused() {
-    let cases: [(u32, u64, u64, u64); 6] = [
-        (0, 0x10_0000, 0x10_1000, 0x10_2000),    // empty queue
-        (12, 0x10_0000, 0x10_1000, 0x10_2000),   // not a power of two
-        (512, 0x10_0000, 0x10_1000, 0x10_2000),  // above the maximum
-        (16, 0x10_0008, 0x10_1000, 0x10_2000),   // misaligned table
-        (16, 0x10_0000, 0x10_1000, 0x3f_fff0),   // used ring runs past RAM
-        (16, 0xd000_0000, 0x10_1000, 0x10_2000), // table outside RAM
+    let cases: [(u32, u64, u64, u64); 7] = [
+        (0, 0x10_0000, 0x10_1000, 0x10_2000),        // empty queue
+        (0x1_0010, 0x10_0000, 0x10_1000, 0x10_2000), // wider than the register
+        (12, 0x10_0000, 0x10_1000, 0x10_2000),       // not a power of two
+        (512, 0x10_0000, 0x10_1000, 0x10_2000),      // above the maximum
+        (16, 0x10_0008, 0x10_1000, 0x10_2000),       // misaligned table
+        (16, 0x10_0000, 0x10_1000, 0x3f_fff0),       // used ring runs past RAM
+        (16, 0xd000_0000, 0x10_1000, 0x10_2000),     // table outside RAM
     ];
     for (size, desc, avail, used) in cases {
         let mut d = Driver::new();
@@ -203,6 +204,7 @@ fn a_device_that_cannot_start_needs_reset() {
     d.dev.device_mut().refuse = true;
     assert_ne!(d.bring_up(OFFERED) & status::DEVICE_NEEDS_RESET, 0);
     assert!(d.dev.active_state().is_none());
+    assert_eq!(d.dev.device().resets, 1, "what did start is stopped");
 }
 
 #[test]
