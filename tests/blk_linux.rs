@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::store::{Server, Store};
 use strata_storage::format::ParentKind;
-use strata_storage::{Access, BlockSource, Image, LayerFile, ParentSpec};
+use strata_storage::{Access, Image, LayerFile, ParentSpec};
 use strata_testkit::{LinuxGuestKit, QemuVhostUserBlk, host_sha256};
 
 const MIB: u64 = 1 << 20;
@@ -81,9 +81,7 @@ fn linux_guest_reads_and_writes_a_layered_disk() {
         buf.iter().all(|b| *b == 0x5a),
         "the guest's write is not in the image"
     );
-    let top_index = image.members().len() - 1;
-    let block = offset / u64::from(image.block_size());
-    assert!(matches!(image.source(block), BlockSource::Member { index, .. } if index == top_index));
+    store.assert_in_top_layer("vm1", offset);
     assert_eq!(
         host_sha256(&raw, 0, 64 * MIB).unwrap(),
         golden_sum,
@@ -142,10 +140,7 @@ fn two_guests_share_one_golden_base() {
 #[test]
 fn backend_restart_and_the_next_client() {
     let kit = kit();
-    let store = Store::new();
-    let raw = store.path("golden.raw");
-    golden(&raw, 16 * MIB);
-    store.image(&["create", "vm", "--raw", raw.to_str().unwrap()]);
+    let (store, _raw) = Store::with_images(&["vm"], 16 * MIB);
     let socket = store.path("vm.sock");
     let disk = format!("image=vm,socket={}", socket.display());
     let server = Server::start(&store, std::slice::from_ref(&disk));

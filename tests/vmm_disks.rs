@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::store::{Server, Store};
 use common::{assert_one_line_error, image, kvm_available, strata};
-use strata_storage::{Access, BlockSource, Image};
+use strata_storage::{Access, Image};
 use strata_testkit::blkcheck::{BlkcheckReport, fnv_sum, pattern_bytes};
 use strata_testkit::{DiskFormat, QemuStorageDaemon, host_sha256, write_pseudo_random};
 
@@ -76,11 +76,8 @@ fn strata_guest_reads_and_writes_a_strata_blk_disk() {
     if !kvm_available() {
         return;
     }
-    let store = Store::new();
-    let raw = store.path("golden.raw");
-    golden(&raw, 32 * MIB);
+    let (store, raw) = Store::with_images(&["vm1"], 32 * MIB);
     let golden_sum = host_sha256(&raw, 0, 32 * MIB).unwrap();
-    store.image(&["create", "vm1", "--raw", raw.to_str().unwrap()]);
     // A real chain: data in a frozen middle layer, a live top above it.
     {
         let image = Image::open(&store.top("vm1"), Access::ReadWrite).unwrap();
@@ -118,10 +115,7 @@ fn strata_guest_reads_and_writes_a_strata_blk_disk() {
         image_bytes(&store, "vm1", offset, len),
         pattern_bytes(offset, len, seed)
     );
-    let image = Image::open(&store.top("vm1"), Access::ReadOnly).unwrap();
-    let top = image.members().len() - 1;
-    let block = offset / u64::from(image.block_size());
-    assert!(matches!(image.source(block), BlockSource::Member { index, .. } if index == top));
+    store.assert_in_top_layer("vm1", offset);
     assert_eq!(
         host_sha256(&raw, 0, 32 * MIB).unwrap(),
         golden_sum,
@@ -164,10 +158,7 @@ fn read_only_disks() {
     if !kvm_available() {
         return;
     }
-    let store = Store::new();
-    let raw = store.path("golden.raw");
-    golden(&raw, 8 * MIB);
-    store.image(&["create", "vm", "--raw", raw.to_str().unwrap()]);
+    let (store, _raw) = Store::with_images(&["vm"], 8 * MIB);
     let before = fnv_sum(&image_bytes(&store, "vm", 0, MIB));
     let (ro, rw) = (store.path("ro.sock"), store.path("rw.sock"));
     let server = Server::start(
@@ -375,10 +366,7 @@ fn the_vmm_reconnects_to_a_restarted_backend() {
     if !kvm_available() {
         return;
     }
-    let store = Store::new();
-    let raw = store.path("golden.raw");
-    golden(&raw, 16 * MIB);
-    store.image(&["create", "vm", "--raw", raw.to_str().unwrap()]);
+    let (store, _raw) = Store::with_images(&["vm"], 16 * MIB);
     let socket = store.path("vm.sock");
     let disk = format!("image=vm,socket={}", socket.display());
     let server = Server::start(&store, std::slice::from_ref(&disk));
@@ -428,10 +416,7 @@ fn without_reconnect_the_guest_waits_and_the_vmm_keeps_running() {
     if !kvm_available() {
         return;
     }
-    let store = Store::new();
-    let raw = store.path("golden.raw");
-    golden(&raw, 8 * MIB);
-    store.image(&["create", "vm", "--raw", raw.to_str().unwrap()]);
+    let (store, _raw) = Store::with_images(&["vm"], 8 * MIB);
     let socket = store.path("vm.sock");
     let server = Server::start(&store, &[format!("image=vm,socket={}", socket.display())]);
     let mut guest = RunningGuest::spawn(

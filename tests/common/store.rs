@@ -48,6 +48,31 @@ impl Store {
         );
     }
 
+    /// A store with a pseudo-random golden file `golden.raw` of `len`
+    /// bytes, and images `names` created over it. Returns the file too.
+    pub fn with_images(names: &[&str], len: u64) -> (Self, PathBuf) {
+        let store = Self::new();
+        let raw = store.path("golden.raw");
+        strata_testkit::write_pseudo_random(&raw, len, 0x9e37_79b9_7f4a_7c15).unwrap();
+        for name in names {
+            store.image(&["create", name, "--raw", raw.to_str().unwrap()]);
+        }
+        (store, raw)
+    }
+
+    /// Asserts that the block holding byte `offset` of image `name` lives
+    /// in the image's top layer.
+    pub fn assert_in_top_layer(&self, name: &str, offset: u64) {
+        use strata_storage::{Access, BlockSource, Image};
+        let image = Image::open(&self.top(name), Access::ReadOnly).unwrap();
+        let top = image.members().len() - 1;
+        let block = offset / u64::from(image.block_size());
+        assert!(
+            matches!(image.source(block), BlockSource::Member { index, .. } if index == top),
+            "byte {offset} of {name} is not in its top layer"
+        );
+    }
+
     pub fn top(&self, name: &str) -> PathBuf {
         let out = self
             .cmd(&["image", "info", name, "--json"])
