@@ -8,7 +8,7 @@
 //! the ring for a while after draining it ([`crate::poll`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -24,7 +24,8 @@ use crate::config::{CONFIG_LEN, DiskConfig, config_space, device_features, read_
 use crate::disk::Disk;
 use crate::exec::execute;
 use crate::poll::{PolledRing, RingState, serve};
-use crate::request::{Descriptor, Rejection, parse};
+use crate::request::{Descriptor, Rejection, Request, parse};
+use crate::uring::{Aio, Executor, QueueUring};
 
 /// Offset of the `wce` byte in the configuration space.
 const WCE_OFFSET: u32 = 32;
@@ -44,6 +45,11 @@ struct Shared {
     parallelism: usize,
     /// How long a worker spins on its drained ring before sleeping.
     poll: Duration,
+    /// How queues do I/O, as asked for.
+    aio: Aio,
+    /// Each queue's io_uring (locked only by that queue's worker); `None`
+    /// for synchronous I/O.
+    urings: Vec<Mutex<Option<QueueUring>>>,
 }
 
 /// A vhost-user-blk backend serving one disk.
@@ -54,13 +60,14 @@ impl BlkBackend {
     /// A backend for `disk` described by `config`, with `queue_size`
     /// descriptors per queue, `serial` as its GET_ID answer, and `poll` as
     /// each queue's busy-polling budget (zero: sleep as soon as the ring is
-    /// empty).
+    /// empty), and `aio` as the way queues do I/O.
     pub fn new(
         disk: Arc<dyn Disk>,
         config: DiskConfig,
         queue_size: u16,
         serial: &str,
         poll: Duration,
+        aio: Aio,
     ) -> std::io::Result<Self> {
         let writeback = config.writeback;
         Self::build(
@@ -69,7 +76,7 @@ impl BlkBackend {
             queue_size,
             serial.as_bytes().to_vec(),
             writeback,
-            poll,
+            (poll, aio),
         )
     }
 
@@ -84,7 +91,7 @@ impl BlkBackend {
             self.0.queue_size,
             self.0.serial.clone(),
             writeback,
-            self.0.poll,
+            (self.0.poll, self.0.aio),
         )
     }
 
@@ -94,11 +101,14 @@ impl BlkBackend {
         queue_size: u16,
         serial: Vec<u8>,
         writeback: bool,
-        poll: Duration,
+        (poll, aio): (Duration, Aio),
     ) -> std::io::Result<Self> {
         let exits = (0..config.num_queues)
             .map(|_| new_event_consumer_and_notifier(EventFlag::NONBLOCK))
             .collect::<std::io::Result<Vec<_>>>()?;
+        let urings = (0..config.num_queues)
+            .map(|_| Mutex::new(QueueUring::for_queue(aio)))
+            .collect();
         Ok(Self(Arc::new(Shared {
             disk,
             config,
@@ -110,7 +120,18 @@ impl BlkBackend {
             exits,
             parallelism: std::thread::available_parallelism().map_or(1, usize::from),
             poll,
+            aio,
+            urings,
         })))
+    }
+
+    /// Whether the queues do asynchronous I/O (io_uring was asked for and
+    /// the kernel allows it).
+    pub fn is_async(&self) -> bool {
+        self.0
+            .urings
+            .iter()
+            .all(|u| u.lock().unwrap_or_else(PoisonError::into_inner).is_some())
     }
 
     /// Tells the disk that a VMM's session ended.
@@ -120,7 +141,16 @@ impl BlkBackend {
 
     /// Parses and executes one chain; returns the used length to report.
     fn serve_chain(&self, mem: &GuestMemoryMmap, descriptors: &[Descriptor]) -> u32 {
-        match parse(mem, descriptors.iter().copied(), &self.0.config.limits) {
+        self.serve_parsed(
+            mem,
+            parse(mem, descriptors.iter().copied(), &self.0.config.limits),
+        )
+    }
+
+    /// Executes a parsed chain (or answers its rejection) synchronously;
+    /// returns the used length to report.
+    fn serve_parsed(&self, mem: &GuestMemoryMmap, parsed: Result<Request, Rejection>) -> u32 {
+        match parsed {
             Ok(request) => {
                 let done = execute(mem, &request, self.0.disk.as_ref(), &self.0.serial);
                 if !self.0.writeback.load(Ordering::Relaxed)
@@ -186,12 +216,12 @@ impl BlkBackend {
 
     /// Serves `vring` after a kick: drains it, spins on it for the polling
     /// budget, and re-arms kicks before returning (see [`crate::poll`]).
-    fn process_queue(&self, vring: &VringRwLock) -> std::io::Result<()> {
+    fn process_queue(&self, vring: &VringRwLock, queue: usize) -> std::io::Result<()> {
         let Some(memory) = self
             .0
             .memory
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
         else {
             return Ok(());
@@ -200,6 +230,7 @@ impl BlkBackend {
         let mut ring = Ring {
             backend: self,
             vring,
+            queue,
             memory,
             event_idx,
         };
@@ -211,6 +242,8 @@ impl BlkBackend {
 struct Ring<'a> {
     backend: &'a BlkBackend,
     vring: &'a VringRwLock,
+    /// Its index.
+    queue: usize,
     memory: GuestMemoryAtomic<GuestMemoryMmap>,
     event_idx: bool,
 }
@@ -249,6 +282,44 @@ impl PolledRing for Ring<'_> {
     }
 
     fn drain(&mut self) -> std::io::Result<()> {
+        let shared = &self.backend.0;
+        if let Some(slot) = shared.urings.get(self.queue) {
+            let mut uring = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(uring) = uring.as_mut() {
+                return self.drain_async(uring);
+            }
+        }
+        self.drain_sync()
+    }
+
+    fn peek(&self) -> std::io::Result<RingState> {
+        if self.stopped() {
+            return Ok(RingState::Stopped);
+        }
+        Ok(if self.pending()? {
+            RingState::Pending
+        } else {
+            RingState::Empty
+        })
+    }
+
+    fn rearm_kicks(&mut self) -> std::io::Result<bool> {
+        let maybe = self
+            .vring
+            .enable_notification()
+            .map_err(std::io::Error::other)?;
+        Ok(maybe && self.pending()?)
+    }
+
+    fn stopped(&self) -> bool {
+        let state = self.vring.get_ref();
+        !state.get_queue().ready() || !state.is_enabled()
+    }
+}
+
+impl Ring<'_> {
+    /// Serves the ring with synchronous I/O, batch after batch.
+    fn drain_sync(&mut self) -> std::io::Result<()> {
         let mem = self.memory.memory();
         let vring = self.vring;
         loop {
@@ -278,28 +349,55 @@ impl PolledRing for Ring<'_> {
         }
     }
 
-    fn peek(&self) -> std::io::Result<RingState> {
-        if self.stopped() {
-            return Ok(RingState::Stopped);
+    /// Serves the ring with asynchronous I/O: requests go to the kernel as
+    /// they are taken and to the used ring as they complete.
+    fn drain_async(&mut self, uring: &mut QueueUring) -> std::io::Result<()> {
+        let mem = self.memory.memory().into_inner();
+        let vring = self.vring;
+        let backend = self.backend;
+        let shared = &backend.0;
+        let writes = shared.writeback.load(Ordering::Relaxed);
+        let mut exec = Executor::new(uring, mem.clone(), shared.disk.as_ref());
+        let mut descriptors = Vec::new();
+        loop {
+            let mut took = false;
+            while exec.has_room() {
+                let Some(chain) = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem)
+                else {
+                    break;
+                };
+                took = true;
+                let head = chain.head_index();
+                descriptors.clear();
+                descriptors.extend(chain.map(|d| Descriptor {
+                    addr: d.addr(),
+                    len: d.len(),
+                    writable: d.is_write_only(),
+                }));
+                let parsed = parse(&*mem, descriptors.iter().copied(), &shared.config.limits);
+                if let Ok(request) = &parsed
+                    && exec.start(head, request, writes)?
+                {
+                    continue;
+                }
+                exec.complete_now(head, backend.serve_parsed(&mem, parsed));
+            }
+            if !took && exec.idle() {
+                return Ok(());
+            }
+            // Wait for the kernel only when nothing is ready to hand back.
+            exec.wait(!exec.has_completed())?;
+            let mut any = false;
+            for (head, len) in exec.take_completed() {
+                vring.add_used(head, len).map_err(std::io::Error::other)?;
+                any = true;
+            }
+            if any
+                && (!self.event_idx || vring.needs_notification().map_err(std::io::Error::other)?)
+            {
+                vring.signal_used_queue()?;
+            }
         }
-        Ok(if self.pending()? {
-            RingState::Pending
-        } else {
-            RingState::Empty
-        })
-    }
-
-    fn rearm_kicks(&mut self) -> std::io::Result<bool> {
-        let maybe = self
-            .vring
-            .enable_notification()
-            .map_err(std::io::Error::other)?;
-        Ok(maybe && self.pending()?)
-    }
-
-    fn stopped(&self) -> bool {
-        let state = self.vring.get_ref();
-        !state.get_queue().ready() || !state.is_enabled()
     }
 }
 
@@ -356,7 +454,7 @@ impl VhostUserBackend for BlkBackend {
             .0
             .memory
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(mem);
+            .unwrap_or_else(PoisonError::into_inner) = Some(mem);
         Ok(())
     }
 
@@ -382,7 +480,7 @@ impl VhostUserBackend for BlkBackend {
             )));
         }
         match vrings.get(usize::from(device_event)) {
-            Some(vring) => self.process_queue(vring),
+            Some(vring) => self.process_queue(vring, usize::from(device_event)),
             None => Err(std::io::Error::other(format!(
                 "event for unknown queue {device_event}"
             ))),

@@ -1,5 +1,6 @@
 //! What the backend needs from a disk image.
 
+use strata_storage::Piece;
 use vm_memory::VolatileSlice;
 
 /// A disk the backend serves. Implementations must allow calls from several
@@ -20,4 +21,20 @@ pub trait Disk: Send + Sync + 'static {
     fn write_zeroes(&self, offset: u64, len: u64) -> std::io::Result<()>;
     /// A VMM's session with this disk has ended.
     fn session_ended(&self) {}
+    /// Resolves a read (or, if `write`, a write) of `len` bytes at `offset`,
+    /// to or from host memory at `addr`, into pieces the caller carries out
+    /// itself (asynchronously), appended to `out`. `Ok(false)`, leaving
+    /// `out` as it was: no plan for this request, so use
+    /// [`Disk::read_to`] or [`Disk::write_from`]. The default has none.
+    fn plan(
+        &self,
+        write: bool,
+        offset: u64,
+        len: usize,
+        addr: usize,
+        out: &mut Vec<Piece>,
+    ) -> std::io::Result<bool> {
+        let _ = (write, offset, len, addr, out);
+        Ok(false)
+    }
 }

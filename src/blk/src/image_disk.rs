@@ -2,7 +2,7 @@
 
 use std::io;
 
-use strata_storage::{Image, ImageIoError};
+use strata_storage::{Image, ImageIoError, Piece};
 use vm_memory::VolatileSlice;
 
 use std::path::Path;
@@ -75,6 +75,24 @@ impl Disk for ImageDisk {
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         self.0.write_zeroes(offset, len).map_err(io_err)
+    }
+
+    fn plan(
+        &self,
+        write: bool,
+        offset: u64,
+        len: usize,
+        addr: usize,
+        out: &mut Vec<Piece>,
+    ) -> io::Result<bool> {
+        if write {
+            return self.0.plan_write(offset, len, addr, out).map_err(io_err);
+        }
+        let planned = self.0.plan_read(offset, len, addr, out).map_err(io_err)?;
+        if planned && let Some(recorder) = &self.1 {
+            recorder.note_read(offset, len as u64);
+        }
+        Ok(planned)
     }
 
     fn session_ended(&self) {

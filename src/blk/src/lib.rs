@@ -14,3 +14,4 @@ pub mod poll;
 pub mod readahead;
 pub mod request;
 pub mod serve;
+pub mod uring;

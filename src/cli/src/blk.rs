@@ -9,6 +9,7 @@ use strata_blk::backend::BlkBackend;
 use strata_blk::config::DiskConfig;
 use strata_blk::image_disk::ImageDisk;
 use strata_blk::request::{DiskLimits, SECTOR_SIZE};
+use strata_blk::uring::Aio;
 use strata_storage::{Access, ChainOptions, Image, SharedMembers};
 
 use crate::exit::{ExitStatus, Failure};
@@ -44,7 +45,9 @@ pub struct ServeArgs {
     /// socket=PATH, and optionally readonly, queues=N, queue-size=N,
     /// serial=TEXT, writethrough, readahead=on|off, direct (O_DIRECT: data
     /// around the host page cache), poll=MICROS (0 to 10000: each queue
-    /// keeps polling its ring that long after it runs dry, before sleeping).
+    /// keeps polling its ring that long after it runs dry, before sleeping),
+    /// aio=io_uring|sync (io_uring, the default: each queue keeps many
+    /// requests in flight; sync: one pread/pwrite at a time per thread).
     /// Disks served together open the layers they share once.
     #[arg(long = "disk", value_name = "SPEC", required = true)]
     disks: Vec<String>,
@@ -65,6 +68,8 @@ struct DiskSpec {
     direct: bool,
     /// Busy-polling budget per queue.
     poll: Duration,
+    /// How queues do their I/O.
+    aio: Aio,
 }
 
 /// Longest busy-polling budget, in µs: a spinning queue holds a core.
@@ -89,6 +94,7 @@ fn parse_spec(text: &str) -> Result<DiskSpec, String> {
         readahead: true,
         direct: false,
         poll: Duration::ZERO,
+        aio: Aio::IoUring,
     };
     for part in text.split(',').filter(|p| !p.is_empty()) {
         let (key, value) = part.split_once('=').unwrap_or((part, ""));
@@ -128,6 +134,13 @@ fn parse_spec(text: &str) -> Result<DiskSpec, String> {
                         )
                     })?;
                 spec.poll = Duration::from_micros(micros);
+            }
+            "aio" => {
+                spec.aio = match value {
+                    "io_uring" => Aio::IoUring,
+                    "sync" => Aio::Sync,
+                    _ => return Err(format!("--disk aio={value}: expected io_uring or sync")),
+                }
             }
             "queues" => spec.queues = number(64)?,
             "queue-size" => {
@@ -216,8 +229,15 @@ fn open_disk(spec: DiskSpec, store: &StoreArgs, shared: &SharedMembers) -> Resul
         .serial
         .clone()
         .unwrap_or_else(|| name.chars().take(20).collect());
-    let backend = BlkBackend::new(disk.clone(), config, spec.queue_size, &serial, spec.poll)
-        .map_err(|e| Failure(format!("cannot set up the backend for {name}: {e}")))?;
+    let backend = BlkBackend::new(
+        disk.clone(),
+        config,
+        spec.queue_size,
+        &serial,
+        spec.poll,
+        spec.aio,
+    )
+    .map_err(|e| Failure(format!("cannot set up the backend for {name}: {e}")))?;
     Ok(Served {
         spec,
         name,

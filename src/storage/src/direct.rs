@@ -29,7 +29,7 @@
 use std::alloc::Layout;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -161,6 +161,25 @@ impl DataFile {
     /// Whether data goes around the page cache.
     pub fn is_direct(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// The descriptor through which `len` bytes at `offset` can be read
+    /// (or, if `write`, written) to or from memory at `addr` by one plain
+    /// `pread`/`pwrite` of the caller's own, as [`DataFile::read_raw`] and
+    /// [`DataFile::write_raw`] would do them; `None` if only a bounce buffer
+    /// can (direct I/O with `addr` out of alignment, or an unaligned read).
+    pub fn plain_fd(&self, offset: u64, len: usize, addr: usize, write: bool) -> Option<RawFd> {
+        let Some(direct) = &self.direct else {
+            return Some(self.buffered.as_raw_fd());
+        };
+        if write && !direct.align.offset_fits(offset, len) {
+            // As `write_raw`: what direct I/O cannot take goes through the cache.
+            return Some(self.buffered.as_raw_fd());
+        }
+        direct
+            .align
+            .fits(offset, len, addr)
+            .then(|| direct.file.as_raw_fd())
     }
 
     /// Reads up to `len` bytes at `offset` into `dst` and returns how many

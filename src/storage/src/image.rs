@@ -40,13 +40,13 @@ use crate::layer::{Access, LayerError, LayerFile, ParentSpec};
 
 const MEMBER_SHIFT: u32 = 48;
 const OFFSET_MASK: u64 = (1 << MEMBER_SHIFT) - 1;
-const ZEROS: u64 = 0;
+pub(crate) const ZEROS: u64 = 0;
 
-fn pack(member: usize, offset: u64) -> u64 {
+pub(crate) fn pack(member: usize, offset: u64) -> u64 {
     ((member as u64 + 1) << MEMBER_SHIFT) | offset
 }
 
-fn unpack(entry: u64) -> Option<(usize, u64)> {
+pub(crate) fn unpack(entry: u64) -> Option<(usize, u64)> {
     (entry != ZEROS).then(|| (((entry >> MEMBER_SHIFT) - 1) as usize, entry & OFFSET_MASK))
 }
 
@@ -176,7 +176,7 @@ impl Image {
         }
     }
 
-    fn entry(&self, block: u64) -> u64 {
+    pub(crate) fn entry(&self, block: u64) -> u64 {
         self.map
             .get(block as usize)
             .map_or(ZEROS, |e| e.load(Ordering::Acquire))
@@ -195,7 +195,7 @@ impl Image {
         self.map.len() as u64
     }
 
-    fn check_range(&self, offset: u64, len: u64) -> Result<(), ImageIoError> {
+    pub(crate) fn check_range(&self, offset: u64, len: u64) -> Result<(), ImageIoError> {
         if offset
             .checked_add(len)
             .is_none_or(|end| end > self.virtual_size)
@@ -235,17 +235,7 @@ impl Image {
             let within = pos % bs;
             // Extend the run while following blocks sit contiguously in the same file.
             let entry = self.entry(block);
-            let mut run = (bs - within).min((len - done) as u64) as usize;
-            let mut next = block + 1;
-            while done + run < len {
-                let expected =
-                    unpack(entry).map_or(ZEROS, |(m, o)| pack(m, o + (next - block) * bs));
-                if self.entry(next) != expected {
-                    break;
-                }
-                run += (bs as usize).min(len - done - run);
-                next += 1;
-            }
+            let run = self.run_len(block, entry, within, len - done);
             // SAFETY: `done + run <= len`, so the range lies inside the caller's buffer.
             let chunk = unsafe { dst.add(done) };
             match unpack(entry) {
@@ -289,7 +279,7 @@ impl Image {
         Ok(())
     }
 
-    fn ensure_writable(&self) -> Result<(), ImageIoError> {
+    pub(crate) fn ensure_writable(&self) -> Result<(), ImageIoError> {
         if self.writable {
             Ok(())
         } else {

@@ -396,7 +396,7 @@ impl LayerFile {
         &self.data
     }
 
-    fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         self.writable.load(Ordering::Relaxed)
     }
 

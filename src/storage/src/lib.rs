@@ -19,10 +19,12 @@ pub mod images;
 pub mod layer;
 pub mod lock;
 pub mod ops;
+pub mod plan;
 pub mod shared;
 pub mod store;
 
 pub use chain::{ChainError, ChainOptions, Member};
 pub use image::{BlockSource, Image, ImageIoError};
 pub use layer::{Access, LayerError, LayerFile, ParentSpec};
+pub use plan::Piece;
 pub use shared::SharedMembers;

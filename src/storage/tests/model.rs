@@ -1,13 +1,15 @@
 //! Property test: an image behaves like a plain byte array through any
 //! sequence of writes, zeroing, discards, flushes, reopens and snapshots,
-//! over a raw golden base, with real files.
+//! over a raw golden base, with real files; and requests carried out from
+//! their plans (`plan_read`, `plan_write`) by plain `pread`/`pwrite`, as an
+//! asynchronous caller would, read and write the same bytes.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use strata_storage::format::ParentKind;
-use strata_storage::{Access, Image, LayerFile, ParentSpec};
+use strata_storage::{Access, Image, LayerFile, ParentSpec, Piece};
 
 const BLOCK: u32 = 4096;
 const BLOCKS: u64 = 24;
@@ -16,6 +18,7 @@ const SIZE: u64 = BLOCKS * BLOCK as u64 - 1000; // not a block multiple on purpo
 #[derive(Clone, Debug)]
 enum Op {
     Write { offset: u64, len: usize, seed: u8 },
+    PlannedWrite { offset: u64, len: usize, seed: u8 },
     WriteZeroes { offset: u64, len: u64 },
     Discard { offset: u64, len: u64 },
     Flush,
@@ -28,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..SIZE).prop_flat_map(|offset| (Just(offset), 1..=(SIZE - offset).min(3 * BLOCK as u64)));
     prop_oneof![
         6 => (range.clone(), any::<u8>()).prop_map(|((offset, len), seed)| Op::Write { offset, len: len as usize, seed }),
+        3 => (range.clone(), any::<u8>()).prop_map(|((offset, len), seed)| Op::PlannedWrite { offset, len: len as usize, seed }),
         2 => range.clone().prop_map(|(offset, len)| Op::WriteZeroes { offset, len }),
         1 => range.prop_map(|(offset, len)| Op::Discard { offset, len }),
         1 => Just(Op::Flush),
@@ -89,6 +93,60 @@ fn check(image: &Image, model: &[u8]) {
     let mut all = vec![0u8; model.len()];
     image.read_at(0, &mut all).unwrap();
     assert!(all == model, "image differs from the model");
+    let mut planned = vec![0xeeu8; model.len()];
+    planned_read(image, 0, &mut planned);
+    assert!(planned == model, "a planned read differs from the model");
+}
+
+/// Reads through a plan: `pread` for file pieces (a short read leaves zeros,
+/// as at the end of a raw base), zeros for the rest.
+fn planned_read(image: &Image, offset: u64, buf: &mut [u8]) {
+    let mut pieces = Vec::new();
+    let planned = image
+        .plan_read(offset, buf.len(), buf.as_ptr() as usize, &mut pieces)
+        .unwrap();
+    assert!(planned, "buffered reads always have a plan");
+    assert_eq!(pieces.iter().map(Piece::len).sum::<usize>(), buf.len());
+    let mut at = 0;
+    for piece in pieces {
+        let dst = &mut buf[at..at + piece.len()];
+        match piece {
+            Piece::Zeros { .. } => dst.fill(0),
+            Piece::Io { fd, offset, len } => {
+                // SAFETY: `dst` is a live buffer of `len` bytes.
+                let n = unsafe { libc::pread(fd, dst.as_mut_ptr().cast(), len, offset as i64) };
+                assert!(n >= 0, "pread failed");
+                dst[n as usize..].fill(0);
+            }
+        }
+        at += piece.len();
+    }
+}
+
+/// Writes through a plan if the image has one (every block already in the
+/// top layer); otherwise through `write_at`, which copies up.
+fn planned_write(image: &Image, offset: u64, data: &[u8]) -> bool {
+    let mut pieces = Vec::new();
+    if !image
+        .plan_write(offset, data.len(), data.as_ptr() as usize, &mut pieces)
+        .unwrap()
+    {
+        assert!(pieces.is_empty(), "a refused plan leaves no pieces behind");
+        image.write_at(offset, data).unwrap();
+        return false;
+    }
+    let mut at = 0;
+    for piece in pieces {
+        let Piece::Io { fd, offset, len } = piece else {
+            panic!("a write plan holds only file pieces");
+        };
+        let src = &data[at..at + len];
+        // SAFETY: `src` is a live buffer of `len` bytes.
+        let n = unsafe { libc::pwrite(fd, src.as_ptr().cast(), len, offset as i64) };
+        assert_eq!(n, len as isize, "pwrite wrote all");
+        at += len;
+    }
+    true
 }
 
 proptest! {
@@ -104,6 +162,11 @@ proptest! {
                 Op::Write { offset, len, seed } => {
                     let data = pattern(len, seed);
                     image.write_at(offset, &data).unwrap();
+                    model[offset as usize..offset as usize + len].copy_from_slice(&data);
+                }
+                Op::PlannedWrite { offset, len, seed } => {
+                    let data = pattern(len, seed);
+                    planned_write(&image, offset, &data);
                     model[offset as usize..offset as usize + len].copy_from_slice(&data);
                 }
                 Op::WriteZeroes { offset, len } => {

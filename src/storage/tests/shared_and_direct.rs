@@ -225,3 +225,59 @@ fn direct_io_on_a_memory_filesystem_is_refused_naming_the_file() {
         )
     );
 }
+
+#[test]
+fn plans_of_a_direct_image_use_the_direct_descriptor_only_where_aligned() {
+    use std::os::fd::AsRawFd;
+    use strata_storage::Piece;
+
+    let dir = direct_capable_dir();
+    let (_, _, tops) = chain(dir.path(), &["a"]);
+    let direct = ChainOptions {
+        direct: true,
+        shared: None,
+    };
+    let image = Image::open_with(&tops[0], Access::ReadWrite, direct).unwrap();
+    image.write_at(0, &pattern(BS as usize, 9)).unwrap();
+    let buffered_fds: Vec<i32> = image
+        .members()
+        .iter()
+        .map(|m| m.file().as_raw_fd())
+        .collect();
+    let page = 4096usize;
+    let mut pieces = Vec::new();
+    // Aligned offset, length and memory: one plain direct read each.
+    assert!(
+        image
+            .plan_read(MIB, 2 * page, 64 * page, &mut pieces)
+            .unwrap()
+    );
+    assert!(!pieces.is_empty());
+    for piece in &pieces {
+        let Piece::Io { fd, .. } = piece else {
+            panic!("the chain holds data here, not zeros: {piece:?}");
+        };
+        assert!(!buffered_fds.contains(fd), "the direct twin is used");
+    }
+    // Memory out of alignment: only a bounce buffer can do it.
+    pieces.clear();
+    assert!(
+        !image
+            .plan_read(MIB, page, 64 * page + 1, &mut pieces)
+            .unwrap()
+    );
+    assert!(pieces.is_empty());
+    // A write at an unaligned offset goes through the cache, as write_raw does.
+    assert!(image.plan_write(100, 200, 64 * page, &mut pieces).unwrap());
+    assert_eq!(
+        pieces,
+        [Piece::Io {
+            fd: image.top().file().as_raw_fd(),
+            offset: match image.source(0) {
+                strata_storage::BlockSource::Member { offset, .. } => offset + 100,
+                other => panic!("block 0 was written: {other:?}"),
+            },
+            len: 200
+        }]
+    );
+}

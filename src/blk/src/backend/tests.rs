@@ -53,6 +53,18 @@ impl Disk for MemDisk {
 /// A backend with one queue of 16 on 1 MiB of guest memory, set up as a
 /// frontend would, and that memory.
 fn started(poll: Duration, event_idx: bool) -> (BlkBackend, VringRwLock, GuestMemoryMmap) {
+    let data = (0..32 * 1024).map(|i| (i / 512) as u8).collect();
+    let disk = Arc::new(MemDisk(Mutex::new(data)));
+    started_on(disk, Aio::Sync, poll, event_idx)
+}
+
+/// As [`started`], serving `disk` (of 32 KiB) with `aio`.
+fn started_on(
+    disk: Arc<dyn Disk>,
+    aio: Aio,
+    poll: Duration,
+    event_idx: bool,
+) -> (BlkBackend, VringRwLock, GuestMemoryMmap) {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let atomic = GuestMemoryAtomic::new(mem.clone());
     let vring = VringRwLock::new(atomic.clone(), QUEUE).unwrap();
@@ -76,9 +88,7 @@ fn started(poll: Duration, event_idx: bool) -> (BlkBackend, VringRwLock, GuestMe
         num_queues: 1,
         writeback: true,
     };
-    let data = (0..32 * 1024).map(|i| (i / 512) as u8).collect();
-    let disk = Arc::new(MemDisk(Mutex::new(data)));
-    let backend = BlkBackend::new(disk, config, QUEUE, "test", poll).unwrap();
+    let backend = BlkBackend::new(disk, config, QUEUE, "test", poll, aio).unwrap();
     backend.update_memory(atomic).unwrap();
     backend.set_event_idx(event_idx);
     (backend, vring, mem)
@@ -91,16 +101,28 @@ fn request_area(n: u16) -> u64 {
 /// Writes request `n`, a read of sector `n`, into the descriptor table and
 /// the available ring, without publishing it.
 fn post_read(mem: &GuestMemoryMmap, n: u16) {
+    post(mem, n, kind::IN, u64::from(n));
+}
+
+/// Writes request `n`, of type `what` (IN or OUT) on the 512 bytes of
+/// `sector` at `data_addr(n)`, into the descriptor table and the available
+/// ring, without publishing it.
+fn post(mem: &GuestMemoryMmap, n: u16, what: u32, sector: u64) {
     let area = request_area(n);
     let mut header = [0u8; 16];
-    header[..4].copy_from_slice(&kind::IN.to_le_bytes());
-    header[8..].copy_from_slice(&u64::from(n).to_le_bytes());
+    header[..4].copy_from_slice(&what.to_le_bytes());
+    header[8..].copy_from_slice(&sector.to_le_bytes());
     mem.write_slice(&header, GuestAddress(area)).unwrap();
     mem.write_obj(0xffu8, GuestAddress(area + 0x400)).unwrap();
     let head = n * 3 % QUEUE;
+    let data_flags = if what == kind::IN {
+        F_NEXT | F_WRITE
+    } else {
+        F_NEXT
+    };
     let chain = [
         (area, 16u32, F_NEXT),
-        (area + 0x100, 512, F_NEXT | F_WRITE),
+        (data_addr(n), 512, data_flags),
         (area + 0x400, 1, F_WRITE),
     ];
     for (i, (addr, len, flags)) in chain.into_iter().enumerate() {
@@ -115,6 +137,25 @@ fn post_read(mem: &GuestMemoryMmap, n: u16) {
     }
     let slot = AVAIL + 4 + 2 * u64::from(n % QUEUE);
     mem.write_obj(head.to_le(), GuestAddress(slot)).unwrap();
+}
+
+/// Where request `n`'s data lies.
+fn data_addr(n: u16) -> u64 {
+    request_area(n) + 0x100
+}
+
+/// Request `n`'s status byte and the used length the device reported for
+/// it (requests complete in any order; `n` is found by its head).
+fn outcome(mem: &GuestMemoryMmap, n: u16) -> (u8, u32) {
+    let head = u32::from(n * 3 % QUEUE);
+    let used = read_u16(mem, USED + 2);
+    let len = (0..used)
+        .map(|i| USED + 4 + 8 * u64::from(i % QUEUE))
+        .find(|at| u32::from_le(mem.read_obj(GuestAddress(*at)).unwrap()) == head)
+        .map(|at| u32::from_le(mem.read_obj(GuestAddress(at + 4)).unwrap()))
+        .unwrap_or_else(|| panic!("request {n} is not in the used ring"));
+    let status = mem.read_obj(GuestAddress(request_area(n) + 0x400)).unwrap();
+    (status, len)
 }
 
 /// Makes the first `idx` posted requests available, as a driver does.
@@ -144,7 +185,7 @@ fn assert_served(mem: &GuestMemoryMmap, n: u16) {
     let status: u8 = mem.read_obj(GuestAddress(area + 0x400)).unwrap();
     assert_eq!(status, status::OK, "request {n}");
     let mut data = [0u8; 512];
-    mem.read_slice(&mut data, GuestAddress(area + 0x100))
+    mem.read_slice(&mut data, GuestAddress(data_addr(n)))
         .unwrap();
     assert!(data.iter().all(|b| *b == n as u8), "request {n} data");
 }
@@ -247,3 +288,5 @@ fn an_available_index_beyond_the_queue_is_an_error_not_a_spin() {
         assert!(error.to_string().contains("queue is broken"), "{error}");
     }
 }
+
+mod io_uring;
