@@ -31,6 +31,8 @@ use crate::uring::{Aio, Executor, QueueUring};
 const WCE_OFFSET: u32 = 32;
 /// A batch runs on several threads only if each gets at least this many requests.
 const PARALLEL_MIN_PER_THREAD: usize = 4;
+/// Requests an asynchronous drain takes off the ring before starting them.
+const MAX_TAKEN: usize = 256;
 
 struct Shared {
     disk: Arc<dyn Disk>,
@@ -47,8 +49,9 @@ struct Shared {
     poll: Duration,
     /// How queues do I/O, as asked for.
     aio: Aio,
-    /// Each queue's io_uring (locked only by that queue's worker); `None`
-    /// for synchronous I/O.
+    /// Each queue's io_uring (`None` for synchronous I/O), locked by the
+    /// queue's worker for as long as it has requests in hand, and by
+    /// `stop_vring` to wait for them.
     urings: Vec<Mutex<Option<QueueUring>>>,
 }
 
@@ -282,14 +285,15 @@ impl PolledRing for Ring<'_> {
     }
 
     fn drain(&mut self) -> std::io::Result<()> {
-        let shared = &self.backend.0;
-        if let Some(slot) = shared.urings.get(self.queue) {
-            let mut uring = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(uring) = uring.as_mut() {
-                return self.drain_async(uring);
-            }
+        let backend = self.backend;
+        let Some(slot) = backend.0.urings.get(self.queue) else {
+            return self.drain_sync();
+        };
+        let mut uring = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match uring.as_mut() {
+            Some(uring) => self.drain_async(uring),
+            None => self.drain_sync(),
         }
-        self.drain_sync()
     }
 
     fn peek(&self) -> std::io::Result<RingState> {
@@ -359,14 +363,13 @@ impl Ring<'_> {
         let writes = shared.writeback.load(Ordering::Relaxed);
         let mut exec = Executor::new(uring, mem.clone(), shared.disk.as_ref());
         let mut descriptors = Vec::new();
+        let mut taken = Vec::new();
         loop {
-            let mut took = false;
-            while exec.has_room() {
+            while exec.has_room() && taken.len() < MAX_TAKEN {
                 let Some(chain) = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem)
                 else {
                     break;
                 };
-                took = true;
                 let head = chain.head_index();
                 descriptors.clear();
                 descriptors.extend(chain.map(|d| Descriptor {
@@ -375,15 +378,23 @@ impl Ring<'_> {
                     writable: d.is_write_only(),
                 }));
                 let parsed = parse(&*mem, descriptors.iter().copied(), &shared.config.limits);
-                if let Ok(request) = &parsed
+                taken.push((head, parsed));
+            }
+            if taken.is_empty() && exec.idle() {
+                return Ok(());
+            }
+            // A lone request is served on the spot: handing it to the
+            // kernel's queue (and maybe its worker threads) would only add
+            // a round trip. Two or more go to io_uring together.
+            let alone = taken.len() == 1 && exec.idle();
+            for (head, parsed) in taken.drain(..) {
+                if !alone
+                    && let Ok(request) = &parsed
                     && exec.start(head, request, writes)?
                 {
                     continue;
                 }
                 exec.complete_now(head, backend.serve_parsed(&mem, parsed));
-            }
-            if !took && exec.idle() {
-                return Ok(());
             }
             // Wait for the kernel only when nothing is ready to hand back.
             exec.wait(!exec.has_completed())?;
@@ -455,6 +466,17 @@ impl VhostUserBackend for BlkBackend {
             .memory
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(mem);
+        Ok(())
+    }
+
+    /// GET_VRING_BASE: the ring is already marked not ready, so its worker
+    /// takes no new request; wait until it has completed those it took, so
+    /// that the base index the frontend gets matches the used ring and
+    /// nothing is written to the ring after it is handed back.
+    fn stop_vring(&self, queue_index: u32) -> std::io::Result<()> {
+        if let Some(slot) = self.0.urings.get(queue_index as usize) {
+            drop(slot.lock().unwrap_or_else(PoisonError::into_inner));
+        }
         Ok(())
     }
 

@@ -42,8 +42,8 @@ const RING_ENTRIES: u32 = 256;
 const MAX_OPS: usize = 2 * RING_ENTRIES as usize;
 /// Most requests in flight on a ring.
 const MAX_REQUESTS: usize = 1024;
-/// Operations of at least this many bytes are handed to io_uring's worker
-/// threads at once instead of being tried inline first.
+/// Every other operation of at least this many bytes is handed to
+/// io_uring's worker threads at once instead of being tried inline first.
 const ASYNC_MIN: usize = 64 << 10;
 
 /// How a disk's queues do their reads and writes.
@@ -62,8 +62,23 @@ pub struct QueueUring(IoUring);
 
 impl QueueUring {
     /// A new ring; fails where the kernel has no io_uring or forbids it.
+    ///
+    /// Its kernel worker threads (which take the large copies, and what
+    /// cannot be done without blocking) are limited to one per host core
+    /// but one: more only queue up behind each other on the cores and
+    /// stretch the tail latency.
     pub fn new() -> io::Result<Self> {
-        IoUring::new(RING_ENTRIES).map(Self)
+        let ring = IoUring::new(RING_ENTRIES)?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers = u32::try_from(cores.saturating_sub(1).max(1)).unwrap_or(1);
+        // Kernels before 5.15 cannot limit them; that costs only latency.
+        if let Err(e) = ring
+            .submitter()
+            .register_iowq_max_workers(&mut [workers, workers])
+        {
+            log::debug!("cannot limit io_uring's workers: {e}");
+        }
+        Ok(Self(ring))
     }
 
     /// A ring for a queue that asked for `aio`: `None` for synchronous I/O,
@@ -123,6 +138,8 @@ pub struct Executor<'a> {
     ops: Slab<Op>,
     /// Entries pushed since the last submission.
     unsubmitted: bool,
+    /// Whether the last large operation went to the kernel's workers.
+    large: bool,
     placed: Vec<Placed>,
     pieces: Vec<Piece>,
     /// Requests completed since the caller last took them: (head, used length).
@@ -139,6 +156,7 @@ impl<'a> Executor<'a> {
             requests: Slab::new(),
             ops: Slab::new(),
             unsubmitted: false,
+            large: false,
             placed: Vec::new(),
             pieces: Vec::new(),
             completed: Vec::new(),
@@ -183,7 +201,13 @@ impl<'a> Executor<'a> {
             return Ok(false);
         }
         let data_len: u64 = data.iter().map(|s| s.len).sum();
-        let used = if write { 1 } else { data_len as u32 + 1 };
+        let used = if write {
+            1
+        } else {
+            u32::try_from(data_len)
+                .unwrap_or(u32::MAX)
+                .saturating_add(1)
+        };
         let ios = self
             .placed
             .iter()
@@ -218,10 +242,15 @@ impl<'a> Executor<'a> {
                     .offset(offset)
                     .build()
             };
-            // Large copies go to the kernel's workers, in parallel, rather
-            // than one after another on this thread.
+            // Every other large copy goes to the kernel's workers, so that
+            // they and this thread copy in parallel.
             let entry = if len >= ASYNC_MIN {
-                entry.flags(squeue::Flags::ASYNC)
+                self.large = !self.large;
+                if self.large {
+                    entry.flags(squeue::Flags::ASYNC)
+                } else {
+                    entry
+                }
             } else {
                 entry
             };

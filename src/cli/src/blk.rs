@@ -406,4 +406,26 @@ mod tests {
             "--disk direct=yes: expected on or off"
         );
     }
+
+    #[test]
+    fn aio_parses() {
+        assert_eq!(parse_spec("image=a,socket=/x").unwrap().aio, Aio::IoUring);
+        assert_eq!(
+            parse_spec("image=a,socket=/x,aio=sync").unwrap().aio,
+            Aio::Sync
+        );
+        assert_eq!(
+            parse_spec("image=a,socket=/x,aio=sync,aio=io_uring")
+                .unwrap()
+                .aio,
+            Aio::IoUring
+        );
+        for bad in ["aio=native", "aio=", "aio"] {
+            let value = bad.strip_prefix("aio").unwrap().trim_start_matches('=');
+            assert_eq!(
+                parse_spec(&format!("image=a,socket=/x,{bad}")).unwrap_err(),
+                format!("--disk aio={value}: expected io_uring or sync")
+            );
+        }
+    }
 }

@@ -204,3 +204,97 @@ fn a_failed_operation_fails_its_request_only() {
     assert_served(&mem, 0);
     assert_served(&mem, 2);
 }
+
+/// A disk whose only plan reads from a pipe: the read stays in flight until
+/// the test writes to it.
+struct PipeDisk {
+    inner: MemDisk,
+    pipe: std::fs::File,
+}
+
+impl Disk for PipeDisk {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_to(&self, offset: u64, dst: &VolatileSlice) -> std::io::Result<()> {
+        self.inner.read_to(offset, dst)
+    }
+    fn write_from(&self, offset: u64, src: &VolatileSlice) -> std::io::Result<()> {
+        self.inner.write_from(offset, src)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn discard(&self, _: u64, _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_zeroes(&self, _: u64, _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn plan(
+        &self,
+        _write: bool,
+        _offset: u64,
+        len: usize,
+        _addr: usize,
+        out: &mut Vec<Piece>,
+    ) -> std::io::Result<bool> {
+        // A pipe has no offsets: io_uring reads it from where it is.
+        out.push(Piece::Io {
+            fd: self.pipe.as_raw_fd(),
+            offset: 0,
+            len,
+        });
+        Ok(true)
+    }
+}
+
+#[test]
+fn stopping_a_ring_waits_for_the_requests_in_flight() {
+    use std::io::Write;
+
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let disk = Arc::new(PipeDisk {
+        inner: MemDisk(Mutex::new(vec![0; DISK])),
+        pipe: std::fs::File::from(std::os::fd::OwnedFd::from(reader)),
+    });
+    let (backend, vring, mem) = started_on(disk, Aio::IoUring, Duration::ZERO, true);
+    assert!(backend.is_async());
+    // Two requests: a lone one would be served on the spot, not by io_uring.
+    post_read(&mem, 0);
+    post_read(&mem, 1);
+    publish(&mem, 2);
+    let worker = {
+        let (backend, vring) = (backend.clone(), vring.clone());
+        std::thread::spawn(move || kick(&backend, &vring))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(read_u16(&mem, USED + 2), 0, "the reads wait for the pipe");
+    // What GET_VRING_BASE does.
+    vring.set_queue_ready(false);
+    let (stopped_tx, stopped) = std::sync::mpsc::channel();
+    let stopper = {
+        let (backend, mem) = (backend.clone(), mem.clone());
+        std::thread::spawn(move || {
+            backend.stop_vring(0).unwrap();
+            // What the frontend would find in the used ring now.
+            stopped_tx.send(read_u16(&mem, USED + 2)).unwrap();
+        })
+    };
+    assert!(
+        stopped.recv_timeout(Duration::from_millis(100)).is_err(),
+        "stop_vring returned with a request in flight"
+    );
+    writer.write_all(&[0x5a; 1024]).unwrap();
+    assert_eq!(
+        stopped.recv_timeout(Duration::from_secs(10)).unwrap(),
+        2,
+        "the requests completed before the ring was handed back"
+    );
+    stopper.join().unwrap();
+    worker.join().unwrap();
+    for n in 0..2 {
+        assert_eq!(outcome(&mem, n), (status::OK, 513));
+        assert_eq!(data_of(&mem, n), [0x5a; 512]);
+    }
+}
