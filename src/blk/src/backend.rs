@@ -290,10 +290,18 @@ impl PolledRing for Ring<'_> {
             return self.drain_sync();
         };
         let mut uring = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        match uring.as_mut() {
-            Some(uring) => self.drain_async(uring),
-            None => self.drain_sync(),
+        let Some(ring) = uring.as_mut() else {
+            return self.drain_sync();
+        };
+        if let Err(e) = self.drain_async(ring)? {
+            log::error!(
+                "queue {}: io_uring failed ({e}); serving it with synchronous I/O from now on \
+                 (requests that were in flight on the ring are lost)",
+                self.queue
+            );
+            *uring = None;
         }
+        Ok(())
     }
 
     fn peek(&self) -> std::io::Result<RingState> {
@@ -355,7 +363,14 @@ impl Ring<'_> {
 
     /// Serves the ring with asynchronous I/O: requests go to the kernel as
     /// they are taken and to the used ring as they complete.
-    fn drain_async(&mut self, uring: &mut QueueUring) -> std::io::Result<()> {
+    ///
+    /// Returns `Ok(Err(e))` if the ring itself failed: the requests taken
+    /// after that were served synchronously, and the caller must not use
+    /// the ring again.
+    fn drain_async(
+        &mut self,
+        uring: &mut QueueUring,
+    ) -> std::io::Result<Result<(), std::io::Error>> {
         let mem = self.memory.memory().into_inner();
         let vring = self.vring;
         let backend = self.backend;
@@ -364,6 +379,7 @@ impl Ring<'_> {
         let mut exec = Executor::new(uring, mem.clone(), shared.disk.as_ref());
         let mut descriptors = Vec::new();
         let mut taken = Vec::new();
+        let mut failed = None;
         loop {
             while exec.has_room() && taken.len() < MAX_TAKEN {
                 let Some(chain) = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem)
@@ -380,8 +396,8 @@ impl Ring<'_> {
                 let parsed = parse(&*mem, descriptors.iter().copied(), &shared.config.limits);
                 taken.push((head, parsed));
             }
-            if taken.is_empty() && exec.idle() {
-                return Ok(());
+            if taken.is_empty() && (exec.idle() || failed.is_some()) {
+                return Ok(failed.map_or(Ok(()), Err));
             }
             // A lone request is served on the spot: handing it to the
             // kernel's queue (and maybe its worker threads) would only add
@@ -389,15 +405,28 @@ impl Ring<'_> {
             let alone = taken.len() == 1 && exec.idle();
             for (head, parsed) in taken.drain(..) {
                 if !alone
+                    && failed.is_none()
                     && let Ok(request) = &parsed
-                    && exec.start(head, request, writes)?
                 {
-                    continue;
+                    match exec.start(head, request, writes) {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        // The executor has the request (failed, or with
+                        // operations the broken ring may still complete).
+                        Err(e) => {
+                            failed = Some(e);
+                            continue;
+                        }
+                    }
                 }
                 exec.complete_now(head, backend.serve_parsed(&mem, parsed));
             }
             // Wait for the kernel only when nothing is ready to hand back.
-            exec.wait(!exec.has_completed())?;
+            if failed.is_none()
+                && let Err(e) = exec.wait(!exec.has_completed())
+            {
+                failed = Some(e);
+            }
             let mut any = false;
             for (head, len) in exec.take_completed() {
                 vring.add_used(head, len).map_err(std::io::Error::other)?;
