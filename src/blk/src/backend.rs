@@ -230,10 +230,23 @@ impl BlkBackend {
             return Ok(());
         };
         let event_idx = self.0.event_idx.load(Ordering::Relaxed);
+        // Held until the worker is done with the ring, notification fields
+        // included: `stop_vring` waits for it.
+        let mut no_ring = None;
+        let mut guard = self
+            .0
+            .urings
+            .get(queue)
+            .map(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner));
+        let uring = match guard.as_deref_mut() {
+            Some(uring) => uring,
+            None => &mut no_ring,
+        };
         let mut ring = Ring {
             backend: self,
             vring,
             queue,
+            uring,
             memory,
             event_idx,
         };
@@ -247,6 +260,8 @@ struct Ring<'a> {
     vring: &'a VringRwLock,
     /// Its index.
     queue: usize,
+    /// Its io_uring, if it does asynchronous I/O (the queue's lock is held).
+    uring: &'a mut Option<QueueUring>,
     memory: GuestMemoryAtomic<GuestMemoryMmap>,
     event_idx: bool,
 }
@@ -285,23 +300,23 @@ impl PolledRing for Ring<'_> {
     }
 
     fn drain(&mut self) -> std::io::Result<()> {
-        let backend = self.backend;
-        let Some(slot) = backend.0.urings.get(self.queue) else {
+        let Some(mut uring) = self.uring.take() else {
             return self.drain_sync();
         };
-        let mut uring = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(ring) = uring.as_mut() else {
-            return self.drain_sync();
-        };
-        if let Err(e) = self.drain_async(ring)? {
-            log::error!(
-                "queue {}: io_uring failed ({e}); serving it with synchronous I/O from now on \
-                 (requests that were in flight on the ring are lost)",
-                self.queue
-            );
-            *uring = None;
+        match self.drain_async(&mut uring) {
+            Ok(Err(e)) => {
+                log::error!(
+                    "queue {}: io_uring failed ({e}); serving it with synchronous I/O from \
+                     now on (requests that were in flight on the ring are lost)",
+                    self.queue
+                );
+                Ok(())
+            }
+            result => {
+                *self.uring = Some(uring);
+                result.map(drop)
+            }
         }
-        Ok(())
     }
 
     fn peek(&self) -> std::io::Result<RingState> {

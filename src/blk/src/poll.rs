@@ -87,7 +87,9 @@ pub fn serve(
             SpinEnd::Stopped => return Ok(()),
             SpinEnd::Idle => {}
         }
-        if !suppress {
+        // A stopped ring is the frontend's again: leave even its
+        // notification fields alone.
+        if !suppress || ring.stopped() {
             return Ok(());
         }
         // A stopped ring has nothing to take, however full it looks.
@@ -243,6 +245,19 @@ mod tests {
             ["suppress", "drain"],
             "a stopped ring is not touched"
         );
+    }
+
+    #[test]
+    fn a_ring_stopped_without_polling_is_not_rearmed() {
+        // No budget: the spin never looks, so the stop is noticed before
+        // kicks would be re-armed in a ring the frontend owns again.
+        let mut ring = Script {
+            stopped: true,
+            ..kicked(1)
+        };
+        serve(&mut ring, Duration::ZERO, true, fake_clock()).unwrap();
+        assert_eq!(ring.log, ["suppress", "drain"]);
+        assert!(!ring.armed);
     }
 
     /// A clock that advances 1 µs per reading.
