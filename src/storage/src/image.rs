@@ -227,26 +227,16 @@ impl Image {
         len: usize,
     ) -> Result<(), ImageIoError> {
         self.check_range(offset, len as u64)?;
-        let bs = u64::from(self.block_size);
-        let mut done = 0usize;
-        while done < len {
-            let pos = offset + done as u64;
-            let block = pos / bs;
-            let within = pos % bs;
-            // Extend the run while following blocks sit contiguously in the same file.
-            let entry = self.entry(block);
-            let run = self.run_len(block, entry, within, len - done);
-            // SAFETY: `done + run <= len`, so the range lies inside the caller's buffer.
-            let chunk = unsafe { dst.add(done) };
-            match unpack(entry) {
-                // SAFETY: as above, `run` bytes at `chunk` are the caller's to write.
-                None => unsafe { std::ptr::write_bytes(chunk, 0, run) },
+        for run in self.runs(offset, len) {
+            // SAFETY: runs cover `0..len` exactly, so the range lies inside
+            // the caller's buffer.
+            let chunk = unsafe { dst.add(run.done) };
+            match run.source {
+                // SAFETY: as above, `run.len` bytes at `chunk` are the caller's to write.
+                None => unsafe { std::ptr::write_bytes(chunk, 0, run.len) },
                 // SAFETY: as above.
-                Some((index, base)) => unsafe {
-                    self.read_member(index, base + within, chunk, run)?
-                },
+                Some((index, at)) => unsafe { self.read_member(index, at, chunk, run.len)? },
             }
-            done += run;
         }
         Ok(())
     }

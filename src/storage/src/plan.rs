@@ -12,6 +12,9 @@
 //!                               Io { fd: layer 2, offset: 0x51000, len: 64K } ]
 //! ```
 //!
+//! [`Image::read_raw`] and the plans cut a request the same way
+//! (`Image::runs`): into stretches that lie contiguously in one file.
+//!
 //! A plan is a snapshot of the map: a write or discard racing with it may
 //! change where the blocks live, as it may under `read_raw`. Writes are
 //! planned only where the top layer already owns every block; a block that
@@ -48,7 +51,54 @@ impl Piece {
     }
 }
 
+/// A stretch of a request that lies in one contiguous range of one member's
+/// file, or reads as zeros.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Run {
+    /// Bytes of the request before it.
+    pub done: usize,
+    /// Its length.
+    pub len: usize,
+    /// Member index and byte offset in that member's file; `None`: zeros.
+    pub source: Option<(usize, u64)>,
+}
+
 impl Image {
+    /// Cuts `[offset, offset + len)` (already range-checked) into runs,
+    /// extending each while the following blocks sit contiguously in the
+    /// same file (or are zeros too).
+    pub(crate) fn runs(&self, offset: u64, len: usize) -> impl Iterator<Item = Run> + '_ {
+        let bs = u64::from(self.block_size());
+        let mut done = 0usize;
+        std::iter::from_fn(move || {
+            if done >= len {
+                return None;
+            }
+            let pos = offset + done as u64;
+            let block = pos / bs;
+            let within = pos % bs;
+            let entry = self.entry(block);
+            let mut run = (bs - within).min((len - done) as u64) as usize;
+            let mut next = block + 1;
+            while done + run < len {
+                let expected =
+                    unpack(entry).map_or(ZEROS, |(m, o)| pack(m, o + (next - block) * bs));
+                if self.entry(next) != expected {
+                    break;
+                }
+                run += (bs as usize).min(len - done - run);
+                next += 1;
+            }
+            let item = Run {
+                done,
+                len: run,
+                source: unpack(entry).map(|(index, base)| (index, base + within)),
+            };
+            done += run;
+            Some(item)
+        })
+    }
+
     /// Plans a read of `len` bytes at `offset` into host memory at `addr`,
     /// appending its pieces to `out`. `Ok(false)` (with `out` as it was) if
     /// some piece needs a bounce buffer: use [`Image::read_raw`].
@@ -60,36 +110,17 @@ impl Image {
         out: &mut Vec<Piece>,
     ) -> Result<bool, ImageIoError> {
         self.check_range(offset, len as u64)?;
-        let first = out.len();
-        let bs = u64::from(self.block_size());
-        let mut done = 0usize;
-        while done < len {
-            let pos = offset + done as u64;
-            let block = pos / bs;
-            let within = pos % bs;
-            let entry = self.entry(block);
-            let run = self.run_len(block, entry, within, len - done);
-            let piece = match unpack(entry) {
-                None => Piece::Zeros { len: run },
-                Some((index, base)) => {
-                    let data = self.members()[index].data();
-                    match data.plain_fd(base + within, run, addr + done, false) {
-                        Some(fd) => Piece::Io {
-                            fd,
-                            offset: base + within,
-                            len: run,
-                        },
-                        None => {
-                            out.truncate(first);
-                            return Ok(false);
-                        }
-                    }
-                }
-            };
-            out.push(piece);
-            done += run;
-        }
-        Ok(true)
+        self.plan(offset, len, out, |run| match run.source {
+            None => Some(Piece::Zeros { len: run.len }),
+            Some((index, at)) => self.members()[index]
+                .data()
+                .plain_fd(at, run.len, addr + run.done, false)
+                .map(|fd| Piece::Io {
+                    fd,
+                    offset: at,
+                    len: run.len,
+                }),
+        })
     }
 
     /// Plans a write of `len` bytes at `offset` from host memory at `addr`,
@@ -106,57 +137,44 @@ impl Image {
     ) -> Result<bool, ImageIoError> {
         self.ensure_writable()?;
         self.check_range(offset, len as u64)?;
-        let first = out.len();
         let top_index = self.members().len() - 1;
         let top = self.top();
         if !top.writable() {
             return Ok(false);
         }
-        let bs = u64::from(self.block_size());
-        let mut done = 0usize;
-        while done < len {
-            let pos = offset + done as u64;
-            let block = pos / bs;
-            let within = pos % bs;
-            let entry = self.entry(block);
-            let run = self.run_len(block, entry, within, len - done);
-            let fd = match unpack(entry) {
-                Some((index, base)) if index == top_index => top
-                    .data()
-                    .plain_fd(base + within, run, addr + done, true)
-                    .map(|fd| (fd, base + within)),
-                _ => None,
-            };
-            let Some((fd, at)) = fd else {
-                out.truncate(first);
-                return Ok(false);
-            };
-            out.push(Piece::Io {
-                fd,
-                offset: at,
-                len: run,
-            });
-            done += run;
-        }
-        Ok(true)
+        self.plan(offset, len, out, |run| match run.source {
+            Some((index, at)) if index == top_index => top
+                .data()
+                .plain_fd(at, run.len, addr + run.done, true)
+                .map(|fd| Piece::Io {
+                    fd,
+                    offset: at,
+                    len: run.len,
+                }),
+            _ => None,
+        })
     }
 
-    /// How many of the `left` bytes from `within` block `block` (whose map
-    /// entry is `entry`) lie in one contiguous run of the same file (or of
-    /// zeros).
-    pub(crate) fn run_len(&self, block: u64, entry: u64, within: u64, left: usize) -> usize {
-        let bs = u64::from(self.block_size());
-        let mut run = (bs - within).min(left as u64) as usize;
-        let mut next = block + 1;
-        while run < left {
-            let expected = unpack(entry).map_or(ZEROS, |(m, o)| pack(m, o + (next - block) * bs));
-            if self.entry(next) != expected {
-                break;
+    /// Appends `piece(run)` for every run of the request to `out`, or
+    /// nothing at all (and `Ok(false)`) if one of them has no piece.
+    fn plan(
+        &self,
+        offset: u64,
+        len: usize,
+        out: &mut Vec<Piece>,
+        piece: impl Fn(Run) -> Option<Piece>,
+    ) -> Result<bool, ImageIoError> {
+        let first = out.len();
+        for run in self.runs(offset, len) {
+            match piece(run) {
+                Some(p) => out.push(p),
+                None => {
+                    out.truncate(first);
+                    return Ok(false);
+                }
             }
-            run += (bs as usize).min(left - run);
-            next += 1;
         }
-        run
+        Ok(true)
     }
 }
 

@@ -138,22 +138,22 @@ fn a_read_the_kernel_cuts_short_is_finished_with_the_files_end_as_zeros() {
     assert_eq!(data_of(&mem, 1), [0; 512]);
 }
 
-/// A disk whose plans send sector 1 to a descriptor that cannot be read
-/// (a directory), and everything else to a memory disk.
-struct FailingSector {
-    inner: MemDisk,
-    dir: std::fs::File,
-}
+/// A memory disk whose plans come from `F` (offset, length, pieces out;
+/// false: no plan), so a test can send requests wherever it likes.
+struct Planned<F>(MemDisk, F);
 
-impl Disk for FailingSector {
+impl<F> Disk for Planned<F>
+where
+    F: Fn(u64, usize, &mut Vec<Piece>) -> bool + Send + Sync + 'static,
+{
     fn size(&self) -> u64 {
-        self.inner.size()
+        self.0.size()
     }
     fn read_to(&self, offset: u64, dst: &VolatileSlice) -> std::io::Result<()> {
-        self.inner.read_to(offset, dst)
+        self.0.read_to(offset, dst)
     }
     fn write_from(&self, offset: u64, src: &VolatileSlice) -> std::io::Result<()> {
-        self.inner.write_from(offset, src)
+        self.0.write_from(offset, src)
     }
     fn flush(&self) -> std::io::Result<()> {
         Ok(())
@@ -172,15 +172,7 @@ impl Disk for FailingSector {
         _addr: usize,
         out: &mut Vec<Piece>,
     ) -> std::io::Result<bool> {
-        if offset != 512 {
-            return Ok(false);
-        }
-        out.push(Piece::Io {
-            fd: self.dir.as_raw_fd(),
-            offset: 0,
-            len,
-        });
-        Ok(true)
+        Ok((self.1)(offset, len, out))
     }
 }
 
@@ -188,10 +180,23 @@ impl Disk for FailingSector {
 fn a_failed_operation_fails_its_request_only() {
     let dir = tempfile::tempdir().unwrap();
     let data = (0..DISK).map(|i| (i / 512) as u8).collect();
-    let disk = Arc::new(FailingSector {
-        inner: MemDisk(Mutex::new(data)),
-        dir: std::fs::File::open(dir.path()).unwrap(),
-    });
+    // Sector 1 is planned onto a descriptor that cannot be read (a
+    // directory); the rest has no plan and is served on the spot.
+    let unreadable = std::fs::File::open(dir.path()).unwrap();
+    let disk = Arc::new(Planned(
+        MemDisk(Mutex::new(data)),
+        move |offset, len, out: &mut Vec<Piece>| {
+            if offset != 512 {
+                return false;
+            }
+            out.push(Piece::Io {
+                fd: unreadable.as_raw_fd(),
+                offset: 0,
+                len,
+            });
+            true
+        },
+    ));
     let (backend, vring, mem) = started_on(disk, Aio::IoUring, Duration::ZERO, true);
     assert!(backend.is_async());
     for n in 0..3 {
@@ -205,59 +210,25 @@ fn a_failed_operation_fails_its_request_only() {
     assert_served(&mem, 2);
 }
 
-/// A disk whose only plan reads from a pipe: the read stays in flight until
-/// the test writes to it.
-struct PipeDisk {
-    inner: MemDisk,
-    pipe: std::fs::File,
-}
-
-impl Disk for PipeDisk {
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn read_to(&self, offset: u64, dst: &VolatileSlice) -> std::io::Result<()> {
-        self.inner.read_to(offset, dst)
-    }
-    fn write_from(&self, offset: u64, src: &VolatileSlice) -> std::io::Result<()> {
-        self.inner.write_from(offset, src)
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn discard(&self, _: u64, _: u64) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn write_zeroes(&self, _: u64, _: u64) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn plan(
-        &self,
-        _write: bool,
-        _offset: u64,
-        len: usize,
-        _addr: usize,
-        out: &mut Vec<Piece>,
-    ) -> std::io::Result<bool> {
-        // A pipe has no offsets: io_uring reads it from where it is.
-        out.push(Piece::Io {
-            fd: self.pipe.as_raw_fd(),
-            offset: 0,
-            len,
-        });
-        Ok(true)
-    }
-}
-
 #[test]
 fn stopping_a_ring_waits_for_the_requests_in_flight() {
     use std::io::Write;
 
     let (reader, mut writer) = std::io::pipe().unwrap();
-    let disk = Arc::new(PipeDisk {
-        inner: MemDisk(Mutex::new(vec![0; DISK])),
-        pipe: std::fs::File::from(std::os::fd::OwnedFd::from(reader)),
-    });
+    // Every read is planned onto the pipe (which has no offsets: io_uring
+    // reads it from where it is), so it stays in flight until the test
+    // writes.
+    let disk = Arc::new(Planned(
+        MemDisk(Mutex::new(vec![0; DISK])),
+        move |_, len, out: &mut Vec<Piece>| {
+            out.push(Piece::Io {
+                fd: reader.as_raw_fd(),
+                offset: 0,
+                len,
+            });
+            true
+        },
+    ));
     let (backend, vring, mem) = started_on(disk, Aio::IoUring, Duration::ZERO, true);
     assert!(backend.is_async());
     // Two requests: a lone one would be served on the spot, not by io_uring.
